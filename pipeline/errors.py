@@ -1,0 +1,8 @@
+"""The one exception type the CLI turns into a single clear error line."""
+
+
+class TfxCanaryError(Exception):
+  """An error the user can act on: the message names the file/field and the fix.
+
+  The CLI prints `error: <message>` and exits non-zero instead of a traceback.
+  """
