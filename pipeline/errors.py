@@ -2,7 +2,7 @@
 
 
 class TfxCanaryError(Exception):
-  """An error the user can act on: the message names the file/field and the fix.
+    """An error the user can act on: the message names the file/field and the fix.
 
-  The CLI prints `error: <message>` and exits non-zero instead of a traceback.
-  """
+    The CLI prints `error: <message>` and exits non-zero instead of a traceback.
+    """
