@@ -1,0 +1,121 @@
+"""Every knob of the tfx-canary pipeline, in one dataclass with local defaults.
+
+`PipelineConfig()` runs the bundled taxi spans on a laptop. Runners and the CLI
+override fields (`dataclasses.replace`) and call `validate()`, which raises a
+`ConfigError` naming the field and the fix.
+"""
+import dataclasses
+import os
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from modules import hparams
+from pipeline.errors import TfxCanaryError
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUNDLED_DATA_ROOT = os.path.join(PROJECT_ROOT, 'data', 'taxi')
+
+# Beam on small data: one in-process DirectRunner worker. multi_processing
+# spawns workers that each import TensorFlow (~10 s apiece), which costs more
+# than it saves below ~1M rows on a 2-core machine.
+LOCAL_BEAM_ARGS = ('--direct_running_mode=in_memory', '--direct_num_workers=1')
+
+
+class ConfigError(TfxCanaryError):
+    """A configuration value is invalid."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    # --- names and places
+    pipeline_name: str = 'tfx-canary-taxi'
+    model_name: str = 'taxi'
+    workspace: str = 'workspace'              # Everything a local run writes.
+    data_root: str = BUNDLED_DATA_ROOT        # Holds span-N/ folders of CSVs.
+    schema_path: str = os.path.join(BUNDLED_DATA_ROOT, 'schema.pbtxt')
+    # Overrides for the places derived from `workspace` (None = derived).
+    pipeline_root_override: Optional[str] = None
+    metadata_path_override: Optional[str] = None
+    serving_root_override: Optional[str] = None
+
+    # --- data selection
+    span_pattern: str = 'span-{SPAN}/*.csv'
+    span: Optional[int] = None                # None = the latest span.
+    train_eval_hash_buckets: Tuple[int, int] = (3, 1)  # train:eval split of each span.
+    allowed_anomalies: Tuple[str, ...] = ()   # Features/short descriptions to accept.
+
+    # --- training
+    module_path: str = 'modules'              # Importable package with the model code.
+    train_steps: int = 800
+    eval_steps: int = 50
+    hparams: Dict[str, object] = dataclasses.field(default_factory=dict)
+
+    # --- evaluation: blessing needs both value thresholds and no regression.
+    label_key: str = 'big_tipper_xf'
+    slice_features: Tuple[str, ...] = ('trip_start_hour', 'payment_type')
+    min_auc: float = 0.70
+    min_binary_accuracy: float = 0.60
+    # How much AUC may drop against the baseline and still bless (0 = no drop).
+    max_auc_regression: float = 0.0
+
+    # --- push / rollout
+    canary_traffic_percent: int = 10
+    keep_versions: int = 5
+
+    # --- execution
+    beam_args: Tuple[str, ...] = LOCAL_BEAM_ARGS
+    enable_cache: bool = True
+
+    @property
+    def pipeline_root(self) -> str:
+        return self.pipeline_root_override or os.path.join(self.workspace, 'pipeline')
+
+    @property
+    def metadata_path(self) -> str:
+        return self.metadata_path_override or os.path.join(self.workspace, 'metadata.sqlite')
+
+    @property
+    def serving_root(self) -> str:
+        return self.serving_root_override or os.path.join(self.workspace, 'serving')
+
+    @property
+    def run_fn(self) -> str:
+        return self.module_path + '.model.run_fn'
+
+    @property
+    def preprocessing_fn(self) -> str:
+        return self.module_path + '.preprocessing.preprocessing_fn'
+
+    def validate(self) -> 'PipelineConfig':
+        """Raises ConfigError for the first invalid field; returns self."""
+        def fail(field, problem):
+            raise ConfigError('config field %s=%r: %s' % (field, getattr(self, field), problem))
+
+        if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', self.pipeline_name or ''):
+            fail('pipeline_name', 'use letters, digits, ".", "_" and "-", starting with a letter or digit')
+        if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', self.model_name or ''):
+            fail('model_name', 'use letters, digits, ".", "_" and "-" (it becomes a folder name)')
+        if '{SPAN}' not in self.span_pattern:
+            fail('span_pattern', 'must contain {SPAN}, e.g. "span-{SPAN}/*.csv"')
+        if self.span is not None and (not isinstance(self.span, int) or self.span < 0):
+            fail('span', 'must be a span number >= 0, or None for the latest span')
+        buckets = self.train_eval_hash_buckets
+        if len(buckets) != 2 or any(not isinstance(b, int) or b < 1 for b in buckets):
+            fail('train_eval_hash_buckets', 'must be two positive integers (train, eval)')
+        for field in ('train_steps', 'eval_steps'):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value < 1:
+                fail(field, 'must be a positive integer')
+        for field in ('min_auc', 'min_binary_accuracy', 'max_auc_regression'):
+            value = getattr(self, field)
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                fail(field, 'must be a number between 0 and 1')
+        if not isinstance(self.canary_traffic_percent, int) or not 0 <= self.canary_traffic_percent <= 100:
+            fail('canary_traffic_percent', 'must be an integer percent between 0 and 100')
+        if not isinstance(self.keep_versions, int) or self.keep_versions < 2:
+            fail('keep_versions', 'must be at least 2 (a stable and a canary version)')
+        try:
+            hparams.hparams_from(self.hparams)
+        except ValueError as e:
+            fail('hparams', str(e))
+        return self

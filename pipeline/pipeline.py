@@ -1,0 +1,128 @@
+"""Wires the tfx-canary components into a TFX pipeline. No logic beyond wiring.
+
+CsvExampleGen (one span) -> StatisticsGen -> ImportSchemaGen -> ExampleValidator
+-> ValidationGate -> Transform -> Trainer -> Evaluator (vs. baseline) -> pusher.
+"""
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+from tfx.proto import example_gen_pb2, range_config_pb2
+
+from components.validation_gate.component import ValidationGate
+from pipeline.configs import PipelineConfig
+
+# Node ids that summaries, tests and lineage look up.
+BASELINE_RESOLVER_ID = 'latest_blessed_model_resolver'
+
+
+def input_config(config: PipelineConfig):
+    return example_gen_pb2.Input(splits=[
+        example_gen_pb2.Input.Split(name='single_split', pattern=config.span_pattern)])
+
+
+def output_config(config: PipelineConfig):
+    train, eval_ = config.train_eval_hash_buckets
+    return example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+        example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=train),
+        example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=eval_),
+    ]))
+
+
+def range_config(config: PipelineConfig):
+    """A fixed span when one is chosen; None lets ExampleGen take the latest."""
+    if config.span is None:
+        return None
+    return range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
+        start_span_number=config.span, end_span_number=config.span))
+
+
+def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+    """AUC and accuracy overall and per slice; blessing needs value thresholds
+    met and no AUC regression against the baseline model."""
+    no_regression = tfma.GenericChangeThreshold(
+        direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+        # Strictly-less-than comparison in TFMA: a tiny epsilon makes "equal" pass.
+        absolute={'value': -config.max_auc_regression - 1e-10})
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(
+            signature_name='serving_default',
+            label_key=config.label_key,
+            preprocessing_function_names=['transform_features'])],
+        slicing_specs=[tfma.SlicingSpec()] + [
+            tfma.SlicingSpec(feature_keys=[f]) for f in config.slice_features],
+        metrics_specs=[tfma.MetricsSpec(metrics=[
+            tfma.MetricConfig(class_name='ExampleCount'),
+            tfma.MetricConfig(class_name='AUC', per_slice_thresholds=[overall(
+                value_threshold=tfma.GenericValueThreshold(lower_bound={'value': config.min_auc}),
+                change_threshold=no_regression)]),
+            tfma.MetricConfig(class_name='BinaryAccuracy', per_slice_thresholds=[overall(
+                value_threshold=tfma.GenericValueThreshold(
+                    lower_bound={'value': config.min_binary_accuracy}))]),
+        ])])
+
+
+def overall(**threshold):
+    """A threshold on the overall slice only: small slices (a payment type seen
+    40 times) are reported, but too noisy to gate a release on."""
+    return tfma.PerSliceMetricThreshold(
+        slicing_specs=[tfma.SlicingSpec()], threshold=tfma.MetricThreshold(**threshold))
+
+
+def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
+    config.validate()
+    example_gen = tfx.components.CsvExampleGen(
+        input_base=config.data_root,
+        input_config=input_config(config),
+        output_config=output_config(config),
+        range_config=range_config(config))
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs['statistics'],
+        schema=schema_gen.outputs['schema'])
+    validation_gate = ValidationGate(
+        anomalies=example_validator.outputs['anomalies'],
+        allowed_anomalies=config.allowed_anomalies)
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs['examples'],
+        schema=schema_gen.outputs['schema'],
+        preprocessing_fn=config.preprocessing_fn)
+    transform.add_upstream_node(validation_gate)
+
+    # The baseline: the latest blessed model (the one now serving).
+    baseline = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id(BASELINE_RESOLVER_ID)
+
+    trainer = tfx.components.Trainer(
+        run_fn=config.run_fn,
+        examples=transform.outputs['transformed_examples'],
+        transform_graph=transform.outputs['transform_graph'],
+        schema=schema_gen.outputs['schema'],
+        base_model=baseline.outputs['model'],
+        train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
+        custom_config=dict(config.hparams))
+
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs['examples'],
+        model=trainer.outputs['model'],
+        baseline_model=baseline.outputs['model'],
+        eval_config=eval_config(config))
+
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs['model'],
+        model_blessing=evaluator.outputs['blessing'],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory='%s/%s' % (config.serving_root, config.model_name))))
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=[example_gen, statistics_gen, schema_gen, example_validator,
+                    validation_gate, transform, baseline, trainer, evaluator, pusher],
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(config.beam_args))

@@ -1,0 +1,216 @@
+"""Staging layout for TF Serving: `<serving_root>/<model_name>/<version>/`.
+
+Version directories are named by integers and hold a SavedModel
+(`saved_model.pb`, `variables/`, ...), exactly what TF Serving's file-system
+source watches. A version directory appears atomically (rename of a fully
+written, validated, fsynced hidden temp dir) and disappears atomically
+(rename to a hidden name, then delete), so TF Serving never sees half a model.
+Hidden names start with "." and are not all digits, so TF Serving ignores them.
+"""
+
+import os
+import re
+import shutil
+
+from rollout import fsutil
+from rollout.errors import RolloutError
+
+STAGING_PREFIX = ".staging-"
+DELETING_PREFIX = ".deleting-"
+
+_VERSION_RE = re.compile(r"[0-9]+")
+_MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_model_name(model_name):
+    """Raise RolloutError unless `model_name` is safe as one path component."""
+    if not isinstance(model_name, str) or not _MODEL_NAME_RE.fullmatch(
+            model_name):
+        raise RolloutError(
+            f"model name {model_name!r} is not valid: use letters, digits, "
+            f"'.', '_' or '-', starting with a letter or digit (e.g. 'taxi')")
+    return model_name
+
+
+def model_dir(serving_root, model_name):
+    """Return `<serving_root>/<model_name>`."""
+    return os.path.join(serving_root, check_model_name(model_name))
+
+
+def version_dir(serving_root, model_name, version):
+    """Return `<serving_root>/<model_name>/<version>`."""
+    return os.path.join(model_dir(serving_root, model_name), str(version))
+
+
+def list_versions(serving_root, model_name):
+    """Return the staged versions, ascending; [] if the model dir is absent."""
+    directory = model_dir(serving_root, model_name)
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    return sorted(
+        int(entry.name) for entry in entries
+        if _VERSION_RE.fullmatch(entry.name) and entry.is_dir())
+
+
+def _before_rename(temp_dir, final_dir):
+    """Test hook: runs after validation, right before the publishing rename.
+
+    Tests monkeypatch it to raise, simulating a crash at the worst moment.
+    """
+
+
+def stage_model(src_dir, serving_root, model_name, validate=None,
+                last_version=0):
+    """Copy the SavedModel in `src_dir` in as the next version; return it.
+
+    The caller MUST hold the model lock (RolloutController does): the version
+    number is picked from the directory listing, so two unlocked callers
+    could pick the same number. The new version is
+    `max(existing versions, last_version) + 1`; passing the highest version
+    ever staged (RolloutState.last_version) keeps numbers growing even after
+    pruning, so a number is never reused for a different model.
+
+    `validate(path)` is called on the copy, not on `src_dir`, so it checks
+    the exact bytes that will be served; it should raise on a bad model. On
+    any failure the temp copy is removed and nothing visible changes.
+    """
+    src_dir = os.fspath(src_dir)
+    if not os.path.isdir(src_dir):
+        raise RolloutError(
+            f"model directory {src_dir} does not exist: pass the SavedModel "
+            f"export directory (the one containing saved_model.pb)")
+    if not (os.path.isfile(os.path.join(src_dir, "saved_model.pb"))
+            or os.path.isfile(os.path.join(src_dir, "saved_model.pbtxt"))):
+        raise RolloutError(
+            f"{src_dir} has no saved_model.pb: pass the SavedModel export "
+            f"directory itself, e.g. the Trainer's Format-Serving directory")
+
+    parent = model_dir(serving_root, model_name)
+    fsutil.makedirs_durable(parent)
+    version = max(list_versions(serving_root, model_name) + [last_version]) + 1
+    final_dir = os.path.join(parent, str(version))
+    temp_dir = os.path.join(parent, f"{STAGING_PREFIX}{version}-{os.getpid()}")
+    # A leftover with our name can only come from a crashed process that had
+    # the same pid; it is garbage.
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    try:
+        fsutil.copy_tree_durable(src_dir, temp_dir)
+        if validate is not None:
+            try:
+                validate(temp_dir)
+            except RolloutError:
+                raise
+            except Exception as exc:
+                raise RolloutError(
+                    f"the model in {src_dir} failed validation: {exc}: fix "
+                    f"the export and push again; nothing was staged") from exc
+        _before_rename(temp_dir, final_dir)
+        if os.path.lexists(final_dir):
+            # Only possible if someone bypassed the lock.
+            raise RolloutError(
+                f"{final_dir} appeared while staging: another process is "
+                f"staging {model_name} without the lock; retry")
+        os.rename(temp_dir, final_dir)
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+    fsutil.fsync_dir(parent)
+    return version
+
+
+def clean_stale_temp_dirs(serving_root, model_name):
+    """Remove leftovers of crashed stage/prune runs; return removed paths.
+
+    Call it only while holding the model lock: outside the lock, another
+    process's in-flight staging dir would look stale too.
+    """
+    directory = model_dir(serving_root, model_name)
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if entry.name.startswith((STAGING_PREFIX, DELETING_PREFIX)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    if removed:
+        fsutil.fsync_dir(directory)
+    return sorted(removed)
+
+
+def check_keep(keep):
+    """Return `keep` if it is an int >= 1, else raise RolloutError."""
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise RolloutError(
+            f"keep must be a whole number >= 1 (how many newest versions to "
+            f"keep on disk), got {keep!r}")
+    return keep
+
+
+def _hide_versions(serving_root, model_name, versions):
+    """Rename versions to hidden names, fsync, then delete them.
+
+    Renaming first is atomic, so TF Serving and other readers never see a
+    half-deleted version directory; after a crash only hidden garbage remains
+    for clean_stale_temp_dirs. Returns the versions actually removed.
+    """
+    directory = model_dir(serving_root, model_name)
+    doomed = []
+    for version in versions:
+        hidden = os.path.join(
+            directory, f"{DELETING_PREFIX}{version}-{os.getpid()}")
+        try:
+            os.rename(os.path.join(directory, str(version)), hidden)
+        except FileNotFoundError:
+            continue
+        doomed.append((version, hidden))
+    if doomed:
+        fsutil.fsync_dir(directory)
+    for _version, hidden in doomed:
+        shutil.rmtree(hidden, ignore_errors=True)
+    return [version for version, _hidden in doomed]
+
+
+def remove_version(serving_root, model_name, version):
+    """Atomically withdraw one version directory; caller holds the lock."""
+    return bool(_hide_versions(serving_root, model_name, [version]))
+
+
+def prune_versions(serving_root, model_name, keep, protected):
+    """Delete versions older than the `keep` newest, sparing `protected`.
+
+    Call it while holding the model lock; `protected` should hold the stable
+    and canary versions. Returns the removed versions, oldest first.
+    """
+    check_keep(keep)
+    protected = {v for v in protected if v is not None}
+    versions = list_versions(serving_root, model_name)
+    victims = [v for v in versions[:-keep] if v not in protected]
+    return _hide_versions(serving_root, model_name, victims)
+
+
+def validate_saved_model(path, required_signatures=("serving_default",)):
+    """Load the SavedModel at `path`; raise RolloutError if it is unusable.
+
+    TensorFlow is imported here, not at module level, so the CLI (which never
+    loads models) starts fast.
+    """
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    try:
+        loaded = tf.saved_model.load(os.fspath(path))
+    except Exception as exc:
+        raise RolloutError(
+            f"{path} is not a loadable SavedModel ({type(exc).__name__}: "
+            f"{exc}): check the Trainer's export") from exc
+    available = set(getattr(loaded, "signatures", {}).keys())
+    missing = sorted(set(required_signatures) - available)
+    if missing:
+        raise RolloutError(
+            f"SavedModel {path} is missing signature(s) "
+            f"{', '.join(missing)} (it has: "
+            f"{', '.join(sorted(available)) or 'none'}): export them in the "
+            f"Trainer's run_fn via model.save(..., signatures={{...}})")

@@ -1,0 +1,125 @@
+"""`tfx-canary`: the one command-line entry point, with a subcommand per task.
+
+    tfx-canary run --span 1 --span 2     # train on span 1, then retrain on span 2
+    tfx-canary rollout status            # what is stable / canary, at what traffic
+    tfx-canary <command> --help          # every command explains itself
+"""
+import argparse
+import os
+import sys
+
+# Must be set before anything imports TensorFlow: TFX 1.16 / TFMA 0.47 need
+# tf.keras to be Keras 2 (tf_keras), and TF's C++ INFO logs bury the progress lines.
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+
+from pipeline.errors import TfxCanaryError  # noqa: E402  (after the env set-up)
+
+
+def _quiet(verbose):
+    """Keeps the terminal to our progress lines unless --verbose."""
+    if verbose:
+        return
+    # 3: TF's C++ start-up prints harmless CUDA-plugin "errors" at level 2.
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+    import logging
+    import warnings
+    warnings.filterwarnings('ignore')
+    # TFX, TF and Beam log INFO lines by the hundred; progress comes from
+    # runners/local_runner.py instead.
+    # Components reset absl's level, so detach its records from the terminal
+    # instead (a NullHandler keeps logging's last-resort printer away).
+    absl_logger = logging.getLogger('absl')
+    absl_logger.propagate = False
+    absl_logger.addHandler(logging.NullHandler())
+    for name in ('tensorflow', 'apache_beam'):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _add_run(subparsers):
+    from pipeline.configs import PipelineConfig
+    d = PipelineConfig()
+    p = subparsers.add_parser(
+        'run', help='run the pipeline locally (LocalDagRunner + SQLite ML Metadata)',
+        description='Run the TFX pipeline locally: ExampleGen -> StatisticsGen -> schema -> '
+                    'ExampleValidator -> ValidationGate -> Transform -> Trainer -> Evaluator '
+                    '(vs. the model now serving) -> pusher. Re-running with nothing changed '
+                    'hits the cache.',
+        epilog='Example: tfx-canary run --span 1 --span 2  (first model on span 1, '
+               'then a retrain on span 2 judged against it)',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--span', type=int, action='append', metavar='N',
+                   help='span to train on; repeat to run several spans in order '
+                        '(default: the latest span under --data-root)')
+    p.add_argument('--workspace', default=d.workspace,
+                   help='folder for pipeline outputs, ML Metadata and staged models')
+    p.add_argument('--data-root', default=d.data_root, help='folder holding span-N/*.csv')
+    p.add_argument('--schema', default=d.schema_path, help='curated schema.pbtxt (ImportSchemaGen)')
+    p.add_argument('--train-steps', type=int, default=d.train_steps)
+    p.add_argument('--eval-steps', type=int, default=d.eval_steps)
+    p.add_argument('--pipeline-name', default=d.pipeline_name)
+    p.add_argument('--model-name', default=d.model_name)
+    p.add_argument('--beam-arg', action='append', metavar='ARG',
+                   help='Beam pipeline arg, repeatable; replaces the default %s'
+                        % ' '.join(d.beam_args))
+    p.add_argument('--allow-anomaly', action='append', metavar='NAME', default=[],
+                   help='feature name or anomaly short description to accept instead of blocking')
+    p.add_argument('--no-cache', action='store_true', help='re-execute every component')
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args):
+    import dataclasses
+
+    from pipeline.configs import PipelineConfig
+    from runners import local_runner
+
+    config = PipelineConfig()
+    config = dataclasses.replace(
+        config, workspace=args.workspace, data_root=args.data_root, schema_path=args.schema,
+        train_steps=args.train_steps, eval_steps=args.eval_steps,
+        pipeline_name=args.pipeline_name, model_name=args.model_name,
+        allowed_anomalies=tuple(args.allow_anomaly), enable_cache=not args.no_cache,
+        beam_args=tuple(args.beam_arg) if args.beam_arg else config.beam_args)
+    config.validate()
+    summaries = []
+    for span in (args.span or [None]):
+        result = local_runner.run(dataclasses.replace(config, span=span))
+        print(result.format())
+        summaries.append(result)
+    if len(summaries) > 1:
+        print('\nAll runs: ' + '; '.join(
+            'span %s %s' % (s.span, 'blessed+pushed' if s.pushed else 'not pushed') for s in summaries))
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog='tfx-canary', description=__doc__.split('\n\n')[0],
+        epilog='Run "tfx-canary COMMAND --help" for the options of a command.')
+    parser.add_argument('--verbose', action='store_true', help='show TFX/TensorFlow/Beam logs')
+    subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
+    subparsers.required = True
+    _add_run(subparsers)
+    try:
+        from rollout import cli as rollout_cli
+        rollout_cli.add_subcommands(subparsers)
+    except ImportError:
+        pass
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    _quiet(args.verbose)
+    try:
+        return args.func(args)
+    except TfxCanaryError as e:
+        print('error: %s' % e, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Staging layout, version numbering, crash safety and pruning."""
+
+import os
+
+import pytest
+
+from rollout import staging
+from rollout.errors import RolloutError
+
+from tests.rollout.conftest import snapshot_tree
+
+
+def test_versions_are_numbered_dirs_holding_the_model(
+        make_model, serving_root):
+    first = staging.stage_model(make_model("a"), serving_root, "taxi")
+    second = staging.stage_model(make_model("b"), serving_root, "taxi")
+    assert (first, second) == (1, 2)
+    pb = os.path.join(serving_root, "taxi", "2", "saved_model.pb")
+    assert open(pb).read() == "fake graph b"
+    assert os.path.isfile(os.path.join(
+        serving_root, "taxi", "2", "variables", "variables.index"))
+    assert staging.list_versions(serving_root, "taxi") == [1, 2]
+
+
+def test_list_versions_ignores_hidden_and_non_numeric_entries(serving_root):
+    model = os.path.join(serving_root, "taxi")
+    for name in ("3", "10", ".staging-11-99", "kserve", "v4", "²"):
+        os.makedirs(os.path.join(model, name))
+    open(os.path.join(model, "7"), "w").close()  # a file, not a version
+    assert staging.list_versions(serving_root, "taxi") == [3, 10]
+    assert staging.list_versions(serving_root, "other") == []
+
+
+def test_versions_only_grow_even_after_pruning(make_model, serving_root):
+    for _ in range(4):
+        staging.stage_model(make_model(), serving_root, "taxi")
+    assert staging.prune_versions(serving_root, "taxi", keep=1,
+                                  protected=set()) == [1, 2, 3]
+    # Even with every directory gone, last_version keeps numbers unique.
+    staging.prune_versions(serving_root, "taxi", keep=1, protected=set())
+    version = staging.stage_model(make_model(), serving_root, "taxi",
+                                  last_version=4)
+    assert version == 5
+    assert staging.list_versions(serving_root, "taxi") == [4, 5]
+
+
+def test_crash_before_rename_leaves_nothing_visible(
+        make_model, serving_root, monkeypatch):
+    staging.stage_model(make_model(), serving_root, "taxi")
+    before = snapshot_tree(serving_root)
+    seen = {}
+
+    def crash(temp_dir, final_dir):
+        seen["temp"] = temp_dir
+        assert os.path.isfile(os.path.join(temp_dir, "saved_model.pb"))
+        raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(staging, "_before_rename", crash)
+    with pytest.raises(KeyboardInterrupt):
+        staging.stage_model(make_model(), serving_root, "taxi")
+    assert os.path.basename(seen["temp"]).startswith(".staging-2-")
+    assert not os.path.exists(seen["temp"])
+    assert snapshot_tree(serving_root) == before
+
+
+def test_validation_runs_on_the_copy_and_failure_stages_nothing(
+         make_model, serving_root):
+    staging.stage_model(make_model(), serving_root, "taxi")
+    before = snapshot_tree(serving_root)
+    checked = []
+
+    def reject(path):
+        checked.append(path)
+        raise ValueError("signature serving_default missing")
+
+    with pytest.raises(RolloutError) as info:
+        staging.stage_model(make_model(), serving_root, "taxi",
+                            validate=reject)
+    assert "signature serving_default missing" in str(info.value)
+    assert "nothing was staged" in str(info.value)
+    assert os.path.dirname(checked[0]) == os.path.join(serving_root, "taxi")
+    assert snapshot_tree(serving_root) == before
+
+
+def test_stage_rejects_a_directory_without_saved_model(tmp_path, serving_root):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RolloutError, match="no saved_model.pb"):
+        staging.stage_model(str(tmp_path / "empty"), serving_root, "taxi")
+    with pytest.raises(RolloutError, match="does not exist"):
+        staging.stage_model(str(tmp_path / "nope"), serving_root, "taxi")
+
+
+@pytest.mark.parametrize("name", ["", "../etc", "a/b", ".hidden", "x y"])
+def test_unsafe_model_names_are_rejected(name, serving_root):
+    with pytest.raises(RolloutError, match="model name"):
+        staging.list_versions(serving_root, name)
+
+
+def test_prune_never_removes_protected_versions(make_model, serving_root):
+    for _ in range(6):
+        staging.stage_model(make_model(), serving_root, "taxi")
+    removed = staging.prune_versions(serving_root, "taxi", keep=2,
+                                     protected={1, 3})
+    assert removed == [2, 4]
+    assert staging.list_versions(serving_root, "taxi") == [1, 3, 5, 6]
+    assert not [n for n in os.listdir(os.path.join(serving_root, "taxi"))
+                if n.startswith(".")]
+
+
+@pytest.mark.parametrize("keep", [0, -1, "3", True])
+def test_prune_rejects_bad_keep(keep, serving_root):
+    with pytest.raises(RolloutError, match="keep"):
+        staging.prune_versions(serving_root, "taxi", keep, set())
+
+
+def test_clean_stale_temp_dirs_removes_crash_leftovers(serving_root):
+    model = os.path.join(serving_root, "taxi")
+    for name in ("1", ".staging-2-123", ".deleting-1-77"):
+        os.makedirs(os.path.join(model, name))
+    removed = staging.clean_stale_temp_dirs(serving_root, "taxi")
+    assert [os.path.basename(p) for p in removed] == [
+        ".deleting-1-77", ".staging-2-123"]
+    assert os.listdir(model) == ["1"]
+
+
+def test_validate_saved_model_with_a_real_savedmodel(tmp_path, serving_root):
+    tf = pytest.importorskip("tensorflow")
+
+    class Doubler(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def double(self, x):
+            return {"y": x * 2.0}
+
+    module = Doubler()
+    export = str(tmp_path / "export")
+    tf.saved_model.save(module, export,
+                        signatures={"serving_default": module.double})
+
+    def validate(path):
+        staging.validate_saved_model(path, ["serving_default"])
+
+    version = staging.stage_model(export, serving_root, "taxi",
+                                  validate=validate)
+    assert version == 1
+    with pytest.raises(RolloutError) as info:
+        staging.validate_saved_model(
+            os.path.join(serving_root, "taxi", "1"),
+            ["serving_default", "transform_features"])
+    assert "missing signature(s) transform_features" in str(info.value)
+    assert "serving_default" in str(info.value)  # lists what it has
+    with pytest.raises(RolloutError, match="not a loadable SavedModel"):
+        staging.validate_saved_model(str(tmp_path), ["serving_default"])
