@@ -46,7 +46,7 @@ class PipelineConfig:
 
     # --- training
     module_path: str = 'modules'              # Importable package with the model code.
-    train_steps: int = 800
+    train_steps: int = 200          # ~7 epochs of a 5k-row span; more overfits.
     eval_steps: int = 50
     hparams: Dict[str, object] = dataclasses.field(default_factory=dict)
 
@@ -59,8 +59,11 @@ class PipelineConfig:
     max_auc_regression: float = 0.0
 
     # --- push / rollout
-    canary_traffic_percent: int = 10
-    keep_versions: int = 5
+    canary_traffic_percent: int = 10          # Traffic a newly staged canary starts with.
+    keep_versions: int = 5                    # Staged versions kept (stable/canary never pruned).
+    # Where TF Serving / KServe see the serving root (None = not written/derived).
+    tf_serving_model_base_path: Optional[str] = None   # e.g. /models/taxi inside a container
+    kserve_storage_uri_prefix: Optional[str] = None    # e.g. gs://bucket/serving
 
     # --- execution
     beam_args: Tuple[str, ...] = LOCAL_BEAM_ARGS

@@ -129,15 +129,18 @@ class RolloutController:
         problems = []
         for role, version in (("stable", state.stable_version),
                               ("canary", state.canary_version)):
-            if version is not None and version not in staged:
-                path = staging.version_dir(
-                    self.serving_root, self.model_name, version)
-                problems.append(
-                    f"{role} version {version} is missing on disk "
-                    f"({path}): "
-                    f"restore it, or run `tfx-canary rollout rollback --to "
-                    f"VERSION` with a staged version "
-                    f"({', '.join(map(str, staged)) or 'none'})")
+            if version is None or version in staged:
+                continue
+            path = staging.version_dir(
+                self.serving_root, self.model_name, version)
+            way_out = (
+                "run `tfx-canary rollout rollback` to withdraw it"
+                if role == "canary" else
+                "run `tfx-canary rollout rollback --to VERSION` with a "
+                f"staged version ({', '.join(map(str, staged)) or 'none'})")
+            problems.append(
+                f"{role} version {version} is missing on disk ({path}): "
+                f"restore that directory, or {way_out}")
         return problems
 
     def _drift(self, state):

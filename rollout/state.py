@@ -421,9 +421,9 @@ def rollback(state, to_version=None, staged_versions=(), *, actor=None,
                      else f"stable is version {state.stable_version}")
             raise RolloutError(
                 f"nothing to roll back: model {state.model_name} has no "
-                f"canary ({where}); to serve another version use "
-                f"`rollback --to VERSION` (staged versions: "
-                f"{_versions_text(staged)})")
+                f"canary ({where}); to serve another version run "
+                f"`tfx-canary rollout rollback --to VERSION` (staged "
+                f"versions: {_versions_text(staged)})")
         return _transition(
             state, "rolled_back", version=state.canary_version,
             canary_version=None, canary_traffic_percent=0, phase="stable",

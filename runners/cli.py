@@ -80,10 +80,12 @@ def _cmd_run(args):
         pipeline_name=args.pipeline_name, model_name=args.model_name,
         allowed_anomalies=tuple(args.allow_anomaly), enable_cache=not args.no_cache,
         beam_args=tuple(args.beam_arg) if args.beam_arg else config.beam_args)
-    config.validate()
+    runs = [dataclasses.replace(config, span=span) for span in (args.span or [None])]
+    for run_config in runs:  # Every requested span is checked before any trains.
+        local_runner.preflight(run_config)
     summaries = []
-    for span in (args.span or [None]):
-        result = local_runner.run(dataclasses.replace(config, span=span))
+    for run_config in runs:
+        result = local_runner.run(run_config)
         print(result.format())
         summaries.append(result)
     if len(summaries) > 1:

@@ -49,27 +49,36 @@ def metadata_connection_config(config: PipelineConfig):
     return metadata.sqlite_metadata_connection_config(config.metadata_path)
 
 
-def run(config: PipelineConfig, out=print):
-    """Runs one pipeline run on config.span (None = latest); returns a RunSummary."""
-    from tfx import v1 as tfx
+def preflight(config: PipelineConfig):
+    """Cheap checks before TensorFlow is even imported; returns (config, files).
 
-    from pipeline.pipeline import create_pipeline
-    from runners import summary
-
+    Resolves the span (None -> latest) and fails with one clear line for a
+    missing data folder or schema, an unknown span, or an unreadable CSV.
+    """
     config = absolute(config).validate()
     span, files = spans.check_span(config.data_root, config.span_pattern, config.span)
     if not os.path.isfile(config.schema_path):
         raise spans.DataError('schema file %s does not exist: pass --schema with a schema.pbtxt '
                               '(see data/taxi/schema.pbtxt)' % config.schema_path)
-    config = dataclasses.replace(config, span=span)
+    return dataclasses.replace(config, span=span), files
+
+
+def run(config: PipelineConfig, out=print):
+    """Runs one pipeline run on config.span (None = latest); returns a RunSummary."""
+    config, files = preflight(config)
+    from tfx import v1 as tfx
+
+    from pipeline.pipeline import create_pipeline
+    from runners import summary
+
     os.makedirs(config.workspace, exist_ok=True)
     connection = metadata_connection_config(config)
     first_execution_id = summary.last_execution_id(connection)
 
     pipeline = create_pipeline(config, connection)
     out('Running %s on span %d (%s) -> workspace %s'
-        % (config.pipeline_name, span, ', '.join(os.path.relpath(f, config.data_root) for f in files),
-           config.workspace))
+        % (config.pipeline_name, config.span,
+           ', '.join(os.path.relpath(f, config.data_root) for f in files), config.workspace))
     started = time.time()
     with progress_lines(len(pipeline.components), out):
         tfx.orchestration.LocalDagRunner().run(pipeline)

@@ -201,6 +201,15 @@ def test_missing_version_dir_is_an_error(canary_live, serving_root):
     assert canary_live.status()["in_sync"]
 
 
+def test_missing_canary_dir_can_be_withdrawn(canary_live, serving_root):
+    staging.remove_version(serving_root, "taxi", 2)
+    [problem] = canary_live.status()["problems"]
+    assert "canary version 2 is missing" in problem
+    assert "`tfx-canary rollout rollback`" in problem
+    canary_live.rollback()
+    assert canary_live.status()["in_sync"]
+
+
 def test_status_reports_drift_and_repair_fixes_it(canary_live):
     with open(canary_live.models_config_path, "w") as handle:
         handle.write("model_config_list {}\n")

@@ -1,0 +1,36 @@
+"""PipelineConfig validation: bad values raise a ConfigError naming the field."""
+import dataclasses
+
+import pytest
+
+from pipeline.configs import ConfigError, PipelineConfig
+
+
+def test_defaults_are_valid_and_local():
+    c = PipelineConfig().validate()
+    assert c.metadata_path.endswith('metadata.sqlite') and c.run_fn == 'modules.model.run_fn'
+    assert '--direct_running_mode=in_memory' in c.beam_args
+
+
+def test_derived_paths_follow_workspace_unless_overridden():
+    c = PipelineConfig(workspace='/w', serving_root_override='/srv')
+    assert c.pipeline_root == '/w/pipeline' and c.serving_root == '/srv'
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('pipeline_name', 'bad name!', 'pipeline_name'),
+    ('model_name', '', 'model_name'),
+    ('span_pattern', 'span-*/x.csv', '{SPAN}'),
+    ('span', -1, 'span'),
+    ('train_steps', 0, 'train_steps'),
+    ('eval_steps', 2.5, 'eval_steps'),
+    ('min_auc', 1.5, 'min_auc'),
+    ('max_auc_regression', -0.1, 'max_auc_regression'),
+    ('canary_traffic_percent', 101, 'canary_traffic_percent'),
+    ('keep_versions', 1, 'keep_versions'),
+    ('train_eval_hash_buckets', (3, 0), 'train_eval_hash_buckets'),
+    ('hparams', {'no_such_knob': 1}, 'no_such_knob'),
+])
+def test_bad_values_raise_clear_errors(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        dataclasses.replace(PipelineConfig(), **{field: value}).validate()

@@ -1,0 +1,77 @@
+"""The pipeline has the expected components, wired the expected way."""
+import pytest
+
+from pipeline import pipeline as pipeline_lib
+from pipeline.configs import PipelineConfig
+
+EXPECTED = ['CsvExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator',
+            'ValidationGate', 'Transform', pipeline_lib.BASELINE_RESOLVER_ID, 'Trainer',
+            'Evaluator', 'Pusher']
+
+
+@pytest.fixture(scope='module')
+def built():
+    p = pipeline_lib.create_pipeline(PipelineConfig(workspace='/tmp/ws', span=2))
+    return p, {c.id: c for c in p.components}
+
+
+def _producer(component, key):
+    return component.inputs[key].producer_component_id
+
+
+def test_has_every_component(built):
+    _, nodes = built
+    assert sorted(nodes) == sorted(EXPECTED)
+
+
+def test_data_flows_through_validation_before_training(built):
+    _, n = built
+    assert _producer(n['StatisticsGen'], 'examples') == 'CsvExampleGen'
+    assert _producer(n['ExampleValidator'], 'statistics') == 'StatisticsGen'
+    assert _producer(n['ExampleValidator'], 'schema') == 'ImportSchemaGen'
+    assert _producer(n['ValidationGate'], 'anomalies') == 'ExampleValidator'
+    # Transform waits for the gate, so blocking anomalies stop the run before it.
+    assert 'ValidationGate' in {u.id for u in n['Transform'].upstream_nodes}
+    assert _producer(n['Trainer'], 'examples') == 'Transform'
+    assert _producer(n['Trainer'], 'transform_graph') == 'Transform'
+
+
+def test_evaluator_compares_against_the_baseline_and_gates_the_push(built):
+    _, n = built
+    assert _producer(n['Evaluator'], 'model') == 'Trainer'
+    assert _producer(n['Evaluator'], 'baseline_model') == pipeline_lib.BASELINE_RESOLVER_ID
+    assert _producer(n['Pusher'], 'model_blessing') == 'Evaluator'
+    assert _producer(n['Trainer'], 'base_model') == pipeline_lib.BASELINE_RESOLVER_ID
+
+
+def test_chosen_span_becomes_a_static_range(built):
+    _, n = built
+    import json
+    rc = json.loads(n['CsvExampleGen'].exec_properties['range_config'])
+    assert rc['static_range'] == {'start_span_number': 2, 'end_span_number': 2}
+
+
+def test_latest_span_by_default():
+    p = pipeline_lib.create_pipeline(PipelineConfig(workspace='/tmp/ws'))
+    gen = next(c for c in p.components if c.id == 'CsvExampleGen')
+    assert not gen.exec_properties.get('range_config')
+
+
+def test_eval_config_has_thresholds_and_slices():
+    import tensorflow_model_analysis as tfma
+    config = PipelineConfig(min_auc=0.75, max_auc_regression=0.01)
+    ec = pipeline_lib.eval_config(config)
+    assert [list(s.feature_keys) for s in ec.slicing_specs] == [[], ['trip_start_hour'], ['payment_type']]
+    metrics = {m.class_name: m for m in ec.metrics_specs[0].metrics}
+    auc = metrics['AUC'].per_slice_thresholds[0]
+    assert auc.threshold.value_threshold.lower_bound.value == 0.75
+    assert auc.threshold.change_threshold.direction == tfma.MetricDirection.HIGHER_IS_BETTER
+    assert auc.threshold.change_threshold.absolute.value == pytest.approx(-0.01)
+    assert list(auc.slicing_specs) == [tfma.SlicingSpec()]  # Gate on the overall slice only.
+    assert 'BinaryAccuracy' in metrics
+
+
+def test_beam_args_and_cache_come_from_config():
+    p = pipeline_lib.create_pipeline(PipelineConfig(workspace='/tmp/ws', beam_args=('--x=1',),
+                                                    enable_cache=False))
+    assert p.beam_pipeline_args == ['--x=1'] and not p.enable_cache
