@@ -7,6 +7,7 @@ DEFAULT_HPARAMS = {
     'learning_rate': 0.005,
     'batch_size': 128,
     'warm_start': True,   # Start from the baseline model's weights when there is one.
+    'seed': 42,           # Same data + same seed -> same model: reruns are comparable.
 }
 
 
@@ -20,3 +21,15 @@ def hparams_from(custom_config):
     merged = dict(DEFAULT_HPARAMS)
     merged.update(custom_config)
     return merged
+
+
+def parse_assignment(text):
+    """'key=value' from the command line -> (key, value); value parsed as JSON when it can be."""
+    import json
+    key, sep, value = text.partition('=')
+    if not sep or not key:
+        raise ValueError('expected KEY=VALUE, got %r' % text)
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value

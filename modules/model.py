@@ -177,11 +177,11 @@ def make_signatures(model, tf_transform_output):
     }
 
 
-def _input_fn(file_pattern, data_accessor, tf_transform_output, batch_size):
+def _input_fn(file_pattern, data_accessor, tf_transform_output, batch_size, seed):
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(
-            batch_size=batch_size,
+            batch_size=batch_size, shuffle_seed=seed,
             label_key=features.transformed_name(features.LABEL_KEY)),
         tf_transform_output.transformed_metadata.schema)
     return dataset.map(lambda x, y: (_expand(x), y)).prefetch(tf.data.AUTOTUNE)
@@ -190,11 +190,12 @@ def _input_fn(file_pattern, data_accessor, tf_transform_output, batch_size):
 def run_fn(fn_args: tfx.components.FnArgs):
     """TFX Trainer entry point: train, then export the serving SavedModel."""
     hparams = hparams_from(fn_args.custom_config)
+    keras.utils.set_random_seed(hparams['seed'])
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     train_ds = _input_fn(fn_args.train_files, fn_args.data_accessor,
-                         tf_transform_output, hparams['batch_size'])
+                         tf_transform_output, hparams['batch_size'], hparams['seed'])
     eval_ds = _input_fn(fn_args.eval_files, fn_args.data_accessor,
-                        tf_transform_output, hparams['batch_size'])
+                        tf_transform_output, hparams['batch_size'], hparams['seed'])
 
     strategy = _make_strategy()
     with strategy.scope():

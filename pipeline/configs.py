@@ -55,14 +55,16 @@ class PipelineConfig:
     slice_features: Tuple[str, ...] = ('trip_start_hour', 'payment_type')
     min_auc: float = 0.70
     min_binary_accuracy: float = 0.60
-    # How much AUC may drop against the baseline and still bless (0 = no drop).
-    max_auc_regression: float = 0.0
+    # How far AUC may fall below the baseline's and still bless. Not 0: on a
+    # ~1.2k-example eval split AUC's standard error is ~0.007, so a strict 0
+    # would bless or reject equal models by coin flip. 0 = strictly no drop.
+    max_auc_regression: float = 0.005
 
     # --- push / rollout
     canary_traffic_percent: int = 10          # Traffic a newly staged canary starts with.
     keep_versions: int = 5                    # Staged versions kept (stable/canary never pruned).
     # Where TF Serving / KServe see the serving root (None = not written/derived).
-    tf_serving_model_base_path: Optional[str] = None   # e.g. /models/taxi inside a container
+    tf_serving_root: Optional[str] = None      # serving_root as TF Serving sees it, e.g. /models
     kserve_storage_uri_prefix: Optional[str] = None    # e.g. gs://bucket/serving
 
     # --- execution

@@ -1,12 +1,13 @@
 """Wires the tfx-canary components into a TFX pipeline. No logic beyond wiring.
 
 CsvExampleGen (one span) -> StatisticsGen -> ImportSchemaGen -> ExampleValidator
--> ValidationGate -> Transform -> Trainer -> Evaluator (vs. baseline) -> pusher.
+-> ValidationGate -> Transform -> Trainer -> Evaluator (vs. baseline) -> CanaryPusher.
 """
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2, range_config_pb2
 
+from components.canary_pusher.component import CanaryPusher
 from components.validation_gate.component import ValidationGate
 from pipeline.configs import PipelineConfig
 
@@ -111,12 +112,16 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         baseline_model=baseline.outputs['model'],
         eval_config=eval_config(config))
 
-    pusher = tfx.components.Pusher(
+    pusher = CanaryPusher(
         model=trainer.outputs['model'],
         model_blessing=evaluator.outputs['blessing'],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory='%s/%s' % (config.serving_root, config.model_name))))
+        model_evaluation=evaluator.outputs['evaluation'],
+        serving_root=config.serving_root,
+        model_name=config.model_name,
+        canary_traffic_percent=config.canary_traffic_percent,
+        keep_versions=config.keep_versions,
+        tf_serving_root=config.tf_serving_root,
+        kserve_storage_uri_prefix=config.kserve_storage_uri_prefix)
 
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,

@@ -244,6 +244,19 @@ class RolloutController:
         return self._mutate(lambda s: state_mod.record_not_pushed(
             s, reason, metrics, actor=actor), may_create=True)
 
+    def sync_audit(self):
+        """Record in ML Metadata every history event not there yet.
+
+        The CanaryPusher stages inside a pipeline execution whose PushedModel
+        artifact is published only after it returns; the runner calls this
+        afterwards so the staging event is linked to that artifact.
+        """
+        if not os.path.isfile(self.state_path):
+            return {"enabled": self.metadata_connection_config is not None,
+                    "execution_ids": [], "error": None}
+        with self._lock():
+            return self._audit(self.load())
+
     def repair(self):
         """Regenerate models.config and the manifest from rollout.json.
 

@@ -63,6 +63,9 @@ def _add_run(subparsers):
                         % ' '.join(d.beam_args))
     p.add_argument('--allow-anomaly', action='append', metavar='NAME', default=[],
                    help='feature name or anomaly short description to accept instead of blocking')
+    p.add_argument('--model-hparam', action='append', metavar='KEY=VALUE', default=[],
+                   help='model hyperparameter override, repeatable (e.g. learning_rate=0.01, '
+                        'warm_start=false); see modules/hparams.py')
     p.add_argument('--no-cache', action='store_true', help='re-execute every component')
     p.set_defaults(func=_cmd_run)
 
@@ -73,12 +76,19 @@ def _cmd_run(args):
     from pipeline.configs import PipelineConfig
     from runners import local_runner
 
+    from modules.hparams import parse_assignment
+    from pipeline.configs import ConfigError
+
+    try:
+        hparams = dict(parse_assignment(a) for a in args.model_hparam)
+    except ValueError as e:
+        raise ConfigError('--model-hparam: %s' % e) from None
     config = PipelineConfig()
     config = dataclasses.replace(
         config, workspace=args.workspace, data_root=args.data_root, schema_path=args.schema,
         train_steps=args.train_steps, eval_steps=args.eval_steps,
         pipeline_name=args.pipeline_name, model_name=args.model_name,
-        allowed_anomalies=tuple(args.allow_anomaly), enable_cache=not args.no_cache,
+        allowed_anomalies=tuple(args.allow_anomaly), enable_cache=not args.no_cache, hparams=hparams,
         beam_args=tuple(args.beam_arg) if args.beam_arg else config.beam_args)
     runs = [dataclasses.replace(config, span=span) for span in (args.span or [None])]
     for run_config in runs:  # Every requested span is checked before any trains.

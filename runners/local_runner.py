@@ -82,4 +82,14 @@ def run(config: PipelineConfig, out=print):
     started = time.time()
     with progress_lines(len(pipeline.components), out):
         tfx.orchestration.LocalDagRunner().run(pipeline)
+    _record_rollout_events(config, connection, out)
     return summary.summarize(connection, config, first_execution_id, time.time() - started)
+
+
+def _record_rollout_events(config, connection, out):
+    """Links the run's staging event (rollout.json) to its PushedModel in ML Metadata."""
+    from rollout.control import RolloutController
+    result = RolloutController(config.serving_root, config.model_name,
+                               metadata_connection_config=connection).sync_audit()
+    if result.get('error'):
+        out('warning: ' + result['error'])

@@ -4,6 +4,8 @@ from typing import Dict, Optional
 
 from ml_metadata.metadata_store import metadata_store
 
+from pipeline.eval_results import overall_metrics
+
 
 @dataclasses.dataclass
 class RunSummary:
@@ -75,25 +77,6 @@ def _prop(artifact, name):
             value = props[name]
             return getattr(value, value.WhichOneof('value'))
     return None
-
-
-def overall_metrics(evaluation_uri):
-    """{'candidate': {...}, 'baseline': {...}} overall-slice metrics from an Evaluator output.
-
-    A single-model evaluation (no baseline yet) stores its metrics under model
-    name '' — reported here as 'candidate'.
-    """
-    import tensorflow_model_analysis as tfma
-    result = {}
-    for metrics_for_slice in tfma.load_metrics(evaluation_uri):
-        if metrics_for_slice.slice_key.single_slice_keys:
-            continue  # Only the overall slice.
-        for kv in metrics_for_slice.metric_keys_and_values:
-            if kv.key.is_diff or not kv.value.HasField('double_value'):
-                continue
-            model = kv.key.model_name or 'candidate'
-            result.setdefault(model, {})[kv.key.name] = kv.value.double_value.value
-    return result
 
 
 def summarize(connection_config, config, first_execution_id, seconds):

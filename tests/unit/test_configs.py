@@ -34,3 +34,12 @@ def test_derived_paths_follow_workspace_unless_overridden():
 def test_bad_values_raise_clear_errors(field, value, message):
     with pytest.raises(ConfigError, match=message):
         dataclasses.replace(PipelineConfig(), **{field: value}).validate()
+
+
+def test_hparam_assignments_parse_json_values():
+    from modules.hparams import parse_assignment
+    assert parse_assignment('warm_start=false') == ('warm_start', False)
+    assert parse_assignment('hidden_units=[16,8]') == ('hidden_units', [16, 8])
+    assert parse_assignment('name=abc') == ('name', 'abc')
+    with pytest.raises(ValueError, match='KEY=VALUE'):
+        parse_assignment('oops')

@@ -6,7 +6,7 @@ from pipeline.configs import PipelineConfig
 
 EXPECTED = ['CsvExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator',
             'ValidationGate', 'Transform', pipeline_lib.BASELINE_RESOLVER_ID, 'Trainer',
-            'Evaluator', 'Pusher']
+            'Evaluator', 'CanaryPusher']
 
 
 @pytest.fixture(scope='module')
@@ -40,7 +40,7 @@ def test_evaluator_compares_against_the_baseline_and_gates_the_push(built):
     _, n = built
     assert _producer(n['Evaluator'], 'model') == 'Trainer'
     assert _producer(n['Evaluator'], 'baseline_model') == pipeline_lib.BASELINE_RESOLVER_ID
-    assert _producer(n['Pusher'], 'model_blessing') == 'Evaluator'
+    assert _producer(n['CanaryPusher'], 'model_blessing') == 'Evaluator'
     assert _producer(n['Trainer'], 'base_model') == pipeline_lib.BASELINE_RESOLVER_ID
 
 
