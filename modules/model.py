@@ -153,7 +153,9 @@ def make_signatures(model, tf_transform_output):
     # Attach the layer to the model so it is tracked and saved with it.
     model.tft_layer = tf_transform_output.transform_features_layer()
     raw_feature_spec = tf_transform_output.raw_feature_spec()
-    serving_spec = {k: v for k, v in raw_feature_spec.items() if k != features.TIPS_KEY}
+    # Parse only what the model uses: clients need not send the label or
+    # columns the model ignores (e.g. trip_start_timestamp).
+    serving_spec = {k: raw_feature_spec[k] for k in features.RAW_FEATURE_KEYS}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
     def serve_tf_examples(serialized):

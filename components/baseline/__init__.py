@@ -1,0 +1,1 @@
+"""BaselineModel: the serving model as the Evaluator/Trainer baseline, without a resolver."""

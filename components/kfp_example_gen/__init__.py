@@ -1,0 +1,1 @@
+"""CsvExampleGen executor for open-source KFP, which never runs ExampleGen's driver."""

@@ -1,0 +1,369 @@
+"""`tfx-canary kfp compile|submit`: the same pipeline on Kubeflow Pipelines v2 and Vertex AI.
+
+    tfx-canary kfp compile --target kfp --image REGISTRY/tfx-canary:1.0 \\
+        --pipeline-root gs://BUCKET/tfx-canary --serving-pvc serving --output build/pipeline.yaml
+    tfx-canary kfp submit --host http://localhost:8080 --package build/pipeline.yaml --wait
+
+`--target kfp` writes the YAML PipelineSpec package open-source KFP accepts;
+`--target vertex` writes the PipelineJob JSON Vertex AI Pipelines accepts.
+Model code is referenced by module path (modules.model.run_fn, ...) and baked
+into the image (Dockerfile), so compiling needs no upload and no network.
+"""
+import argparse
+import dataclasses
+import json
+import os
+import re
+
+from pipeline import kubeflow_configs
+from pipeline.configs import ConfigError, PipelineConfig
+from pipeline.errors import TfxCanaryError
+from runners import kfp_spec
+
+# Runtime parameters of the compiled pipeline: {name: (component type name,
+# exec property)}. Only plain strings handed straight to one component can be
+# runtime parameters in TFX 1.16's KubeflowV2 compiler; thresholds live inside
+# the TFMA EvalConfig proto and the serving root is shared by two steps that
+# must agree, so those are compile-time (see docs/kubeflow.md).
+RUNTIME_PARAMETERS = {
+    'data_root': ('CsvExampleGen', 'input_base'),
+    'schema_path': ('ImportSchemaGen', 'schema_file'),
+}
+_KFP_NAME_RE = r'[a-z0-9][a-z0-9-]{0,127}'
+
+
+class KfpCompileError(TfxCanaryError):
+    """The pipeline cannot be compiled for the chosen target."""
+
+
+@dataclasses.dataclass
+class Compiled:
+    path: str
+    target: str
+    pipeline_spec: dict
+    platform_spec: dict = None
+
+
+def cluster_config(config: PipelineConfig, kconfig: kubeflow_configs.KubeflowConfig) -> PipelineConfig:
+    """The PipelineConfig as the pods see it: cluster paths and Beam args."""
+    if not re.fullmatch(_KFP_NAME_RE, config.pipeline_name):
+        raise ConfigError('config field pipeline_name=%r: KFP and Vertex need lower-case letters, '
+                          'digits and "-" (e.g. tfx-canary-taxi)' % config.pipeline_name)
+    return dataclasses.replace(
+        config, pipeline_root_override=kconfig.pipeline_root, data_root=kconfig.data_root,
+        schema_path=kconfig.schema_path, serving_root_override=kconfig.serving_root,
+        beam_args=kconfig.pipeline_beam_args()).validate()
+
+
+def _component_type(component):
+    return type(component).__name__
+
+
+def expose_runtime_parameters(tfx_pipeline):
+    """Turns the RUNTIME_PARAMETERS exec properties into RuntimeParameters.
+
+    Done on the built pipeline, not through PipelineConfig, because config
+    validation and string formatting of paths must keep seeing strings.
+    Returns {parameter name: default}.
+    """
+    from tfx import v1 as tfx
+
+    defaults = {}
+    for name, (component_type, key) in RUNTIME_PARAMETERS.items():
+        for component in tfx_pipeline.components:
+            if _component_type(component) == component_type and key in component.exec_properties:
+                default = component.exec_properties[key]
+                component.exec_properties[key] = tfx.dsl.experimental.RuntimeParameter(
+                    name=name, ptype=str, default=default)
+                defaults[name] = default
+    return defaults
+
+
+def use_driverless_example_gen(tfx_pipeline):
+    """Open-source KFP never runs ExampleGen's driver (see components/kfp_example_gen)."""
+    from tfx.components.example_gen.csv_example_gen import executor as csv_executor
+    from tfx.dsl.components.base import executor_spec
+
+    from components.kfp_example_gen import executor as kfp_example_gen
+
+    for component in tfx_pipeline.components:
+        spec = getattr(component, 'executor_spec', None)
+        if getattr(spec, 'executor_class', None) is csv_executor.Executor:
+            component.executor_spec = executor_spec.BeamExecutorSpec(kfp_example_gen.Executor)
+
+
+def resources_by_task(tfx_pipeline, kconfig):
+    """{node id: Resources}: the Trainer gets the GPU, Beam steps the Beam size."""
+    from tfx.components import Trainer
+    from tfx.dsl.components.base import base_component, executor_spec
+
+    result = {}
+    for component in tfx_pipeline.components:
+        if not isinstance(component, base_component.BaseComponent):
+            continue
+        if isinstance(component, Trainer):
+            result[component.id] = kconfig.trainer_resources()
+        elif isinstance(component.executor_spec, executor_spec.BeamExecutorSpec):
+            result[component.id] = kconfig.beam_resources()
+        else:
+            result[component.id] = kconfig.default_resources()
+    return result
+
+
+def uncached_tasks(tfx_pipeline, config, kconfig):
+    """Tasks whose result depends on state outside their inputs, so a cache hit
+    could be stale; KFP/Vertex have no custom drivers to fold that state into
+    the cache key (LocalDagRunner does, see components/baseline/driver.py)."""
+    from tfx.components.example_gen.component import FileBasedExampleGen
+
+    from components.baseline.component import BaselineModel
+
+    result = []
+    for component in tfx_pipeline.components:
+        if isinstance(component, BaselineModel):
+            result.append(component.id)   # Reads rollout.json: what serves *now*.
+        elif (isinstance(component, FileBasedExampleGen) and kconfig.target == 'kfp'
+              and config.span is None):
+            # No driver on KFP, so no input fingerprint in the cache key, and
+            # "latest span" changes as data lands. A pinned span is immutable.
+            result.append(component.id)
+    return result
+
+
+def kubernetes_settings(tfx_pipeline, kconfig):
+    """{node id: KubernetesExecutorConfig dict} for the KFP platform spec."""
+    from tfx.components import Trainer
+
+    settings = {}
+    for component in tfx_pipeline.components:
+        config = {}
+        if isinstance(component, Trainer) and kconfig.gpu_count:
+            # GPU node pools are usually tainted with the GPU resource name
+            # (GKE: nvidia.com/gpu=present:NoSchedule); tolerating it is harmless elsewhere.
+            config['tolerations'] = [{'key': kconfig.effective_gpu_type, 'operator': 'Exists',
+                                      'effect': 'NoSchedule'}]
+            if kconfig.gpu_node_selector:
+                config['nodeSelector'] = {'labels': dict(kconfig.gpu_node_selector)}
+        # Steps that read or write the staging area get the shared volume.
+        if kconfig.serving_pvc and 'serving_root' in getattr(component, 'exec_properties', {}):
+            config['pvcMount'] = [{'constant': kconfig.serving_pvc,
+                                   'mountPath': kconfig.serving_root}]
+        if config:
+            settings[component.id] = config
+    return settings
+
+
+def default_output(config, kconfig):
+    return os.path.join('build', '%s-%s.%s' % (config.pipeline_name, kconfig.target,
+                                               'yaml' if kconfig.target == 'kfp' else 'json'))
+
+
+def compile_pipeline(config: PipelineConfig, kconfig: kubeflow_configs.KubeflowConfig,
+                     output_path=None, pipeline_factory=None) -> Compiled:
+    """Compiles the pipeline for kconfig.target and writes it to output_path."""
+    kconfig.validate()
+    config = cluster_config(config, kconfig)
+    output_path = output_path or default_output(config, kconfig)
+    if kconfig.target == 'kfp' and not output_path.endswith(('.yaml', '.yml')):
+        raise KfpCompileError('--output %s: open-source KFP packages are YAML; name it *.yaml'
+                              % output_path)
+    if kconfig.target == 'vertex' and not output_path.endswith('.json'):
+        raise KfpCompileError('--output %s: the Vertex AI PipelineJob is JSON; name it *.json'
+                              % output_path)
+
+    from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as v2
+
+    from pipeline import pipeline as pipeline_lib
+
+    tfx_pipeline = (pipeline_factory or pipeline_lib.create_pipeline)(config)
+    defaults = expose_runtime_parameters(tfx_pipeline)
+    if kconfig.target == 'kfp':
+        use_driverless_example_gen(tfx_pipeline)
+    resources = resources_by_task(tfx_pipeline, kconfig)
+    by_id = {c.id: c for c in tfx_pipeline.components}
+    for node_id, node_resources in resources.items():
+        by_id[node_id].with_platform_config(kfp_spec.resource_spec(node_resources))
+
+    runner = v2.KubeflowV2DagRunner(
+        config=v2.KubeflowV2DagRunnerConfig(
+            default_image=kconfig.image,
+            # Schema 2.1 (parameterType, parameter_values): what KFP 2.x
+            # backends and current Vertex expect.
+            use_pipeline_spec_2_1=True),
+        output_dir=os.path.dirname(os.path.abspath(output_path)))
+    job = runner.run(tfx_pipeline, parameter_values=defaults, write_out=False)
+    spec = job['pipelineSpec']
+    kfp_spec.fill_resources(spec, resources)
+    kfp_spec.set_parameter_defaults(spec, defaults)
+    for task in uncached_tasks(tfx_pipeline, config, kconfig):
+        kfp_spec.set_caching(spec, task, False)
+
+    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+    if kconfig.target == 'vertex':
+        with open(output_path, 'w') as f:
+            json.dump(job, f, indent=2, sort_keys=True)
+        return Compiled(output_path, kconfig.target, spec)
+
+    unsupported = kfp_spec.non_kfp_executors(spec)
+    if unsupported:
+        raise KfpCompileError(
+            'the pipeline has executors open-source KFP cannot run: %s (a tfx.dsl.Resolver '
+            'compiles to these): use components.baseline.BaselineModel for the baseline, see '
+            'docs/kubeflow.md' % ', '.join(unsupported))
+    platform = kfp_spec.kubernetes_platform_spec(spec, kubernetes_settings(tfx_pipeline, kconfig))
+    write_kfp_package(output_path, spec, platform, kconfig)
+    return Compiled(output_path, kconfig.target, spec, platform)
+
+
+def write_kfp_package(path, spec, platform, kconfig):
+    """The YAML package `kfp.Client().create_run_from_pipeline_package` reads:
+    the PipelineSpec document, then the optional Kubernetes platform spec."""
+    import yaml
+
+    header = ['# PIPELINE DEFINITION', '# Name: %s' % spec['pipelineInfo']['name'],
+              '# Compiled by tfx-canary for open-source Kubeflow Pipelines v2; image %s'
+              % kconfig.image]
+    for name, parameter in sorted(spec['root'].get('inputDefinitions', {})
+                                  .get('parameters', {}).items()):
+        header.append('# Parameter %s [default: %r]' % (name, parameter.get('defaultValue')))
+    documents = [spec] + ([platform] if platform else [])
+    with open(path, 'w') as f:
+        f.write('\n'.join(header) + '\n')
+        # safe_dump: the client reads it back with yaml.safe_load_all.
+        yaml.safe_dump_all(documents, f, sort_keys=True)
+
+
+# ------------------------------------------------------------------- CLI
+
+def _assignments(values, flag):
+    result = {}
+    for value in values or []:
+        key, sep, item = value.partition('=')
+        if not sep or not key:
+            raise ConfigError('%s %r: use KEY=VALUE' % (flag, value))
+        result[key] = item
+    return result
+
+
+def _add_compile_options(p):
+    d, k = PipelineConfig(), kubeflow_configs.KubeflowConfig()
+    g = p.add_argument_group('pipeline compile options')
+    g.add_argument('--image', help='container image built from the Dockerfile (required to compile)')
+    g.add_argument('--pipeline-root', help='where artifacts go, e.g. gs://BUCKET/tfx-canary')
+    g.add_argument('--data-root', default=k.data_root,
+                   help='default of runtime parameter data_root (folder of span-N/*.csv)')
+    g.add_argument('--schema', default=k.schema_path,
+                   help='default of runtime parameter schema_path (curated schema.pbtxt)')
+    g.add_argument('--serving-root', default=k.serving_root,
+                   help='staging area shared by BaselineModel and the pusher, as the pods see it')
+    g.add_argument('--serving-pvc', help='KFP: ReadWriteMany PVC mounted at --serving-root')
+    g.add_argument('--span', type=int, help='pin one span (default: the latest at run time)')
+    g.add_argument('--pipeline-name', default=d.pipeline_name)
+    g.add_argument('--model-name', default=d.model_name)
+    g.add_argument('--train-steps', type=int, default=d.train_steps)
+    g.add_argument('--eval-steps', type=int, default=d.eval_steps)
+    g.add_argument('--min-auc', type=float, default=d.min_auc)
+    g.add_argument('--min-binary-accuracy', type=float, default=d.min_binary_accuracy)
+    g.add_argument('--max-auc-regression', type=float, default=d.max_auc_regression)
+    g.add_argument('--allow-anomaly', action='append', default=[], metavar='NAME')
+    g.add_argument('--gpu-count', type=int, default=k.gpu_count, help='GPUs for the Trainer (0 = CPU)')
+    g.add_argument('--gpu-type', help='default: %s (kfp), %s (vertex)'
+                   % (kubeflow_configs.DEFAULT_GPU_TYPE['kfp'], kubeflow_configs.DEFAULT_GPU_TYPE['vertex']))
+    g.add_argument('--gpu-node-selector', action='append', metavar='LABEL=VALUE',
+                   help='KFP: node label the Trainer needs, repeatable')
+    for name in ('trainer', 'beam', 'default'):
+        g.add_argument('--%s-cpu' % name, default=getattr(k, '%s_cpu' % name))
+        g.add_argument('--%s-memory' % name, default=getattr(k, '%s_memory' % name))
+    g.add_argument('--beam-runner', choices=kubeflow_configs.BEAM_RUNNERS, default=k.beam_runner)
+    g.add_argument('--beam-arg', action='append', default=[], metavar='ARG',
+                   help='extra Beam arg, repeatable (e.g. --beam-arg=--project=P for Dataflow)')
+    g.add_argument('--no-cache', action='store_true', help='compile with caching off')
+
+
+def configs_from_args(args, target):
+    config = dataclasses.replace(
+        PipelineConfig(), span=args.span, pipeline_name=args.pipeline_name,
+        model_name=args.model_name, train_steps=args.train_steps, eval_steps=args.eval_steps,
+        min_auc=args.min_auc, min_binary_accuracy=args.min_binary_accuracy,
+        max_auc_regression=args.max_auc_regression,
+        allowed_anomalies=tuple(args.allow_anomaly), enable_cache=not args.no_cache)
+    kconfig = kubeflow_configs.KubeflowConfig(
+        target=target, image=args.image, pipeline_root=args.pipeline_root,
+        data_root=args.data_root, schema_path=args.schema, serving_root=args.serving_root,
+        serving_pvc=args.serving_pvc, gpu_count=args.gpu_count, gpu_type=args.gpu_type,
+        gpu_node_selector=_assignments(args.gpu_node_selector, '--gpu-node-selector'),
+        trainer_cpu=args.trainer_cpu, trainer_memory=args.trainer_memory,
+        beam_cpu=args.beam_cpu, beam_memory=args.beam_memory,
+        default_cpu=args.default_cpu, default_memory=args.default_memory,
+        beam_runner=args.beam_runner, beam_args=tuple(args.beam_arg))
+    return config, kconfig
+
+
+def _cmd_compile(args):
+    config, kconfig = configs_from_args(args, args.target)
+    compiled = compile_pipeline(config, kconfig, args.output)
+    tasks = compiled.pipeline_spec['root']['dag']['tasks']
+    print('Compiled %s for %s: %d steps -> %s' % (config.pipeline_name, args.target, len(tasks),
+                                                  compiled.path))
+    parameters = compiled.pipeline_spec['root'].get('inputDefinitions', {}).get('parameters', {})
+    for name, parameter in sorted(parameters.items()):
+        print('  runtime parameter %s (default %s)' % (name, parameter.get('defaultValue')))
+    return 0
+
+
+def _cmd_submit(args):
+    from runners import kfp_submit
+
+    package = args.package
+    if package is None:
+        config, kconfig = configs_from_args(args, 'kfp')
+        import tempfile
+        package = os.path.join(tempfile.mkdtemp(prefix='tfx-canary-kfp-'), 'pipeline.yaml')
+        compile_pipeline(config, kconfig, package)
+        print('Compiled the kfp target -> %s' % package)
+    return kfp_submit.submit_and_report(
+        host=args.host, package=package, experiment=args.experiment, run_name=args.run_name,
+        params=_assignments(args.param, '--param'), token_file=args.token_file,
+        namespace=args.namespace, pipeline_root=args.pipeline_root, wait=args.wait,
+        timeout=args.timeout, poll_seconds=args.poll_seconds, ui_host=args.ui_host)
+
+
+def add_subcommands(subparsers):
+    """Registers `kfp compile` and `kfp submit` on the tfx-canary CLI."""
+    kfp = subparsers.add_parser(
+        'kfp', help='compile for / submit to Kubeflow Pipelines v2 and Vertex AI',
+        description=__doc__.split('\n\n')[0])
+    commands = kfp.add_subparsers(dest='kfp_command', metavar='COMMAND')
+    commands.required = True
+
+    c = commands.add_parser(
+        'compile', help='compile the pipeline to a KFP YAML package or a Vertex PipelineJob JSON',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog='Example: tfx-canary kfp compile --target kfp --image REGISTRY/tfx-canary:1.0 '
+               '--pipeline-root gs://BUCKET/root --serving-pvc serving --output build/p.yaml')
+    c.add_argument('--target', choices=kubeflow_configs.TARGETS, default='kfp')
+    c.add_argument('--output', metavar='FILE', help='default: build/PIPELINE-TARGET.yaml|json')
+    _add_compile_options(c)
+    c.set_defaults(func=_cmd_compile)
+
+    s = commands.add_parser(
+        'submit', help='start a run on a Kubeflow Pipelines v2 cluster',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog='Token: --token-file or $KF_PIPELINES_SA_TOKEN_PATH (a file holding a bearer '
+               'token); none for a port-forwarded, unauthenticated API.')
+    s.add_argument('--host', default=os.environ.get('KF_PIPELINES_ENDPOINT'),
+                   help='KFP API endpoint, e.g. http://localhost:8080 (default $KF_PIPELINES_ENDPOINT)')
+    s.add_argument('--package', metavar='FILE',
+                   help='compiled KFP YAML; without it the kfp target is compiled from the options below')
+    s.add_argument('--experiment', default='tfx-canary', help='created if missing')
+    s.add_argument('--run-name', help='default: PIPELINE YYYY-mm-dd HH-MM-SS')
+    s.add_argument('--param', action='append', metavar='NAME=VALUE',
+                   help='runtime parameter value, repeatable (e.g. data_root=gs://b/taxi)')
+    s.add_argument('--namespace', help='multi-user KFP: your profile namespace')
+    s.add_argument('--token-file', metavar='PATH', help='file holding the bearer token')
+    s.add_argument('--ui-host', help='base URL of the KFP UI for the run link (default --host)')
+    s.add_argument('--wait', action='store_true', help='poll until the run ends; non-zero exit unless it succeeded')
+    s.add_argument('--timeout', type=float, default=6 * 3600, help='--wait gives up after SECONDS')
+    s.add_argument('--poll-seconds', type=float, default=20.0)
+    _add_compile_options(s)
+    s.set_defaults(func=_cmd_submit)
