@@ -65,7 +65,8 @@ class PipelineConfig:
     keep_versions: int = 5                    # Staged versions kept (stable/canary never pruned).
     # Where TF Serving / KServe see the serving root (None = not written/derived).
     tf_serving_root: Optional[str] = None      # serving_root as TF Serving sees it, e.g. /models
-    kserve_storage_uri_prefix: Optional[str] = None    # e.g. gs://bucket/serving
+    # Where KServe fetches staged versions from (see README "Serving layout").
+    kserve_storage_uri_prefix: Optional[str] = 'pvc://tfx-canary-serving'
 
     # --- execution
     beam_args: Tuple[str, ...] = LOCAL_BEAM_ARGS

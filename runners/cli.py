@@ -35,6 +35,15 @@ def _quiet(verbose):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except empty ones whose help already says what happens."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, [], False):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _add_run(subparsers):
     from pipeline.configs import PipelineConfig
     d = PipelineConfig()
@@ -46,7 +55,7 @@ def _add_run(subparsers):
                     'hits the cache.',
         epilog='Example: tfx-canary run --span 1 --span 2  (first model on span 1, '
                'then a retrain on span 2 judged against it)',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     p.add_argument('--span', type=int, action='append', metavar='N',
                    help='span to train on; repeat to run several spans in order '
                         '(default: the latest span under --data-root)')
@@ -66,6 +75,15 @@ def _add_run(subparsers):
     p.add_argument('--model-hparam', action='append', metavar='KEY=VALUE', default=[],
                    help='model hyperparameter override, repeatable (e.g. learning_rate=0.01, '
                         'warm_start=false); see modules/hparams.py')
+    p.add_argument('--serving-root', default=None,
+                   help='where CanaryPusher stages versions (default: WORKSPACE/serving)')
+    p.add_argument('--canary-percent', type=int, default=d.canary_traffic_percent,
+                   help='traffic a newly staged canary starts with')
+    p.add_argument('--kserve-storage-uri-prefix', default=d.kserve_storage_uri_prefix,
+                   help='where KServe fetches staged versions from (e.g. gs://bucket/serving)')
+    p.add_argument('--tf-serving-root', default=None,
+                   help='the serving root as TF Serving sees it, e.g. /models in its container '
+                        '(default: the serving root path itself)')
     p.add_argument('--no-cache', action='store_true', help='re-execute every component')
     p.set_defaults(func=_cmd_run)
 
@@ -89,6 +107,8 @@ def _cmd_run(args):
         train_steps=args.train_steps, eval_steps=args.eval_steps,
         pipeline_name=args.pipeline_name, model_name=args.model_name,
         allowed_anomalies=tuple(args.allow_anomaly), enable_cache=not args.no_cache, hparams=hparams,
+        serving_root_override=args.serving_root, canary_traffic_percent=args.canary_percent,
+        kserve_storage_uri_prefix=args.kserve_storage_uri_prefix, tf_serving_root=args.tf_serving_root,
         beam_args=tuple(args.beam_arg) if args.beam_arg else config.beam_args)
     runs = [dataclasses.replace(config, span=span) for span in (args.span or [None])]
     for run_config in runs:  # Every requested span is checked before any trains.

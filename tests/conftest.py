@@ -26,3 +26,38 @@ def write_csv(path, header, rows):
         f.write(','.join(header) + '\n')
         for row in rows:
             f.write(','.join(str(v) for v in row) + '\n')
+
+
+def run_cli_quietly(argv):
+    """Runs `tfx-canary ARGV` in this process; returns (exit code, stdout text)."""
+    import contextlib
+    import io
+
+    from runners import cli
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = cli.main(list(argv))
+    return code, buf.getvalue()
+
+
+@pytest.fixture(scope='session')
+def pipeline_workspace(tmp_path_factory):
+    """A workspace after the real pipeline ran on span 1, then span 2 (once per session).
+
+    Returns {'path': Path, 'runs': [(code, stdout), (code, stdout)]}. Shared by the
+    end-to-end, lineage and serving tests; tests that change it must work on a
+    copy (`copy_workspace`).
+    """
+    ws = tmp_path_factory.mktemp('pipeline') / 'workspace'
+    runs = [run_cli_quietly(['run', '--workspace', str(ws), '--data-root', DATA_ROOT,
+                             '--span', str(span)]) for span in (1, 2)]
+    return {'path': ws, 'runs': runs}
+
+
+@pytest.fixture
+def copy_workspace(pipeline_workspace, tmp_path):
+    """A private copy of the shared pipeline workspace, safe to change."""
+    import shutil
+    dst = tmp_path / 'workspace'
+    shutil.copytree(pipeline_workspace['path'], dst, symlinks=True)
+    return dst

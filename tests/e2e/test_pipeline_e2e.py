@@ -7,8 +7,6 @@ before training; promote and rollback from the CLI.
 import csv
 import json
 import os
-import shutil
-
 import pytest
 
 from runners import cli
@@ -66,31 +64,27 @@ def _span_rows(n, limit):
 
 
 @pytest.fixture(scope='module')
-def ws(tmp_path_factory):
-    return tmp_path_factory.mktemp('e2e') / 'workspace'
+def ws(pipeline_workspace):
+    return pipeline_workspace['path']
 
 
 @pytest.fixture(scope='module')
-def first_run(ws):
-    # capsys is function-scoped; capture by hand for the module-scoped runs.
-    import contextlib
-    import io
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        code = cli.main(['run', '--workspace', str(ws), '--data-root', DATA_ROOT, '--span', '1'])
-    return code, buf.getvalue()
+def first_run(pipeline_workspace):
+    return pipeline_workspace['runs'][0]
 
 
 def test_first_run_is_blessed_and_staged_as_stable_version_1(ws, first_run):
     code, out = first_run
     assert code == 0, out
     assert 'span used      : 1' in out and 'blessed        : yes' in out
-    state = _state(ws)
-    assert (state['stable_version'], state['canary_version']) == (1, None)
+    first_event = _state(ws)['history'][0]
+    assert (first_event['event'], first_event['version']) == ('staged_stable', 1)
+    assert _state(ws)['stable_version'] == 1  # The span-2 run never replaces stable by itself.
     assert os.path.isfile(ws / 'serving' / MODEL / '1' / 'saved_model.pb')
-    pushed = _pushed_models(ws)[-1]
+    pushed = _pushed_models(ws)[0]
     assert pushed.custom_properties['pushed'].int_value == 1
     assert pushed.custom_properties['pushed_version'].string_value == '1'
+    assert pushed.custom_properties['rollout_role'].string_value == 'stable'
 
 
 def test_pushed_model_predicts_through_both_signatures(ws, first_run):
@@ -148,18 +142,19 @@ def test_models_config_serves_stable_with_labels(ws, first_run):
     with open(ws / 'serving' / 'models.config') as f:
         config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
     entry = config.model_config_list.config[0]
-    assert entry.name == MODEL and list(entry.model_version_policy.specific.versions) == [1]
-    assert dict(entry.version_labels) == {'stable': 1}
+    state = _state(ws)
+    expected = {'stable': 1}
+    if state['canary_version']:
+        expected['canary'] = state['canary_version']
+    assert entry.name == MODEL
+    assert sorted(entry.model_version_policy.specific.versions) == sorted(expected.values())
+    assert dict(entry.version_labels) == expected
+    assert entry.base_path == str(ws / 'serving' / MODEL)
 
 
 @pytest.fixture(scope='module')
-def second_run(ws, first_run):
-    import contextlib
-    import io
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        code = cli.main(['run', '--workspace', str(ws), '--data-root', DATA_ROOT, '--span', '2'])
-    return code, buf.getvalue()
+def second_run(pipeline_workspace):
+    return pipeline_workspace['runs'][1]
 
 
 def test_second_run_on_newer_span_is_judged_against_the_first(ws, second_run):
@@ -177,7 +172,8 @@ def test_second_run_on_newer_span_is_judged_against_the_first(ws, second_run):
         assert _pushed_models(ws)[-1].custom_properties['pushed'].int_value == 0
 
 
-def test_a_weak_model_is_never_blessed_and_changes_nothing(ws, second_run, capsys):
+def test_a_weak_model_is_never_blessed_and_changes_nothing(second_run, copy_workspace, capsys):
+    ws = copy_workspace
     before = _tree_snapshot(ws / 'serving')
     # One training step from scratch: far below the serving model's AUC.
     code, out, _ = _run(capsys, ws, '--span', '2', '--train-steps', '1', '--model-hparam', 'warm_start=false')
@@ -214,7 +210,8 @@ def _out_of_domain(header, rows):
 
 @pytest.mark.parametrize('mutate,feature', [(_drop_column, 'payment_type'),
                                             (_out_of_domain, 'payment_type')])
-def test_bad_span_stops_before_training(ws, second_run, tmp_path, capsys, mutate, feature):
+def test_bad_span_stops_before_training(second_run, copy_workspace, tmp_path, capsys, mutate, feature):
+    ws = copy_workspace
     before = _tree_snapshot(ws / 'serving')
     trainer_runs = len(_store(ws).get_executions_by_type('tfx.components.trainer.component.Trainer'))
     root = _bad_span_root(tmp_path, mutate)
@@ -226,7 +223,8 @@ def test_bad_span_stops_before_training(ws, second_run, tmp_path, capsys, mutate
     assert _tree_snapshot(ws / 'serving') == before
 
 
-def test_promote_and_rollback_from_the_cli(ws, second_run, capsys):
+def test_promote_and_rollback_from_the_cli(second_run, copy_workspace, capsys):
+    ws = copy_workspace  # Others share the pipeline workspace: change a copy.
     state = _state(ws)
     if state['canary_version'] is None:
         pytest.skip('span 2 model was not blessed on this machine, no canary to promote')
