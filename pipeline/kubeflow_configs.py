@@ -168,7 +168,8 @@ class KubeflowConfig:
             if self.target == 'kfp' and '/' not in gpu_type:
                 fail('gpu_type', 'on KFP this is the Kubernetes resource name, e.g. nvidia.com/gpu')
             if self.target == 'vertex' and not re.fullmatch(r'[A-Z0-9_]+', gpu_type):
-                fail('gpu_type', 'on Vertex this is an accelerator type, e.g. NVIDIA_TESLA_T4 or NVIDIA_L4')
+                fail('gpu_type', 'on Vertex this is an accelerator type, '
+                                 'e.g. NVIDIA_TESLA_T4 or NVIDIA_L4')
         if self.gpu_node_selector and self.target != 'kfp':
             fail('gpu_node_selector', 'only applies to open-source KFP; Vertex picks the machine '
                                       'from gpu_type')

@@ -2,17 +2,23 @@
 
 CsvExampleGen (one span) -> StatisticsGen -> ImportSchemaGen -> ExampleValidator
 -> ValidationGate -> Transform -> Trainer -> Evaluator (vs. baseline) -> CanaryPusher.
+The baseline is the stable version in rollout.json, read at run time by the
+BaselineModel step (no resolver node, so open-source KFP can run the pipeline).
 """
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2, range_config_pb2
 
+from components.baseline.component import (
+    BASELINE_NODE_ID, BaselineAwareEvaluator, baseline_trainer_executor_spec,
+    create_baseline_component)
 from components.canary_pusher.component import CanaryPusher
 from components.validation_gate.component import ValidationGate
 from pipeline.configs import PipelineConfig
 
-# Node ids that summaries, tests and lineage look up.
-BASELINE_RESOLVER_ID = 'latest_blessed_model_resolver'
+# Node ids that summaries, tests and lineage look up. The old name stays for
+# callers; the node is no longer a resolver.
+BASELINE_RESOLVER_ID = BASELINE_NODE_ID
 
 
 def input_config(config: PipelineConfig):
@@ -89,12 +95,9 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         preprocessing_fn=config.preprocessing_fn)
     transform.add_upstream_node(validation_gate)
 
-    # The baseline: the latest blessed model (the one now serving).
-    baseline = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id(BASELINE_RESOLVER_ID)
+    # The baseline: the stable model now serving (rollout.json), or an empty
+    # Model artifact (has_baseline=0) before anything has been staged.
+    baseline = create_baseline_component(config)
 
     trainer = tfx.components.Trainer(
         run_fn=config.run_fn,
@@ -104,9 +107,13 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         base_model=baseline.outputs['model'],
         train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
-        custom_config=dict(config.hparams))
+        custom_config=dict(config.hparams),
+        # Drops an empty baseline, so fn_args.base_model is None on a first run.
+        custom_executor_spec=baseline_trainer_executor_spec())
 
-    evaluator = tfx.components.Evaluator(
+    # tfx.components.Evaluator that skips an empty baseline and records the
+    # baseline it compared against on its outputs (same node id: Evaluator).
+    evaluator = BaselineAwareEvaluator(
         examples=example_gen.outputs['examples'],
         model=trainer.outputs['model'],
         baseline_model=baseline.outputs['model'],

@@ -132,11 +132,13 @@ def build_parser():
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
     subparsers.required = True
     _add_run(subparsers)
-    try:
-        from rollout import cli as rollout_cli
-        rollout_cli.add_subcommands(subparsers)
-    except ImportError:
-        pass
+    from rollout import cli as rollout_cli
+    from runners import kubeflow_runner
+    rollout_cli.add_subcommands(subparsers)
+    kubeflow_runner.add_subcommands(subparsers)
+    from serving import cli as serving_cli
+    serving_cli.add_subcommands(subparsers)
+    __import__('lineage.cli').cli.add_subcommands(subparsers)
     return parser
 
 

@@ -85,7 +85,8 @@ def check_host(host, token=None, timeout=10.0):
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
     except urllib.error.HTTPError as e:
-        raise KfpSubmitError(explain_status(host, e.code, 'the health check (GET %s)' % HEALTHZ_PATH)) from None
+        raise KfpSubmitError(explain_status(
+            host, e.code, 'the health check (GET %s)' % HEALTHZ_PATH)) from None
     except (urllib.error.URLError, OSError) as e:
         raise KfpSubmitError(unreachable(host, getattr(e, 'reason', e))) from None
 
@@ -101,13 +102,16 @@ def load_package(package):
     from kfp.client import client as kfp_client
     from google.protobuf import json_format
     try:
-        spec = json_format.MessageToDict(kfp_client._extract_pipeline_yaml(package).pipeline_spec)  # pylint: disable=protected-access
+        # The client's own reader, so we check exactly what it will upload.
+        doc = kfp_client._extract_pipeline_yaml(package)  # pylint: disable=protected-access
+        spec = json_format.MessageToDict(doc.pipeline_spec)
     except Exception as e:  # yaml, protobuf or KFP's own ValueError: all mean "bad file"
         raise KfpSubmitError('package %s is not a valid KFP pipeline package: %s' % (package, e)) from e
     unsupported = kfp_spec.non_kfp_executors(spec)
     if unsupported:
         raise KfpSubmitError('package %s has executors open-source KFP cannot run (%s): recompile '
-                             'with `tfx-canary kfp compile --target kfp`' % (package, ', '.join(unsupported)))
+                             'with `tfx-canary kfp compile --target kfp`'
+                             % (package, ', '.join(unsupported)))
     return spec
 
 
@@ -122,7 +126,8 @@ def typed_params(spec, params):
         try:
             result[name] = _PARAMETER_PARSERS.get(types[name], str)(value)
         except (KeyError, ValueError):
-            raise KfpSubmitError('--param %s=%s: expected a %s value' % (name, value, types[name])) from None
+            raise KfpSubmitError('--param %s=%s: expected a %s value'
+                                 % (name, value, types[name])) from None
     return result
 
 
@@ -154,12 +159,9 @@ def run_link(host, run_id, ui_host=None):
     return '%s/#/runs/details/%s' % ((ui_host or host).rstrip('/'), run_id)
 
 
-def submit(client, host, package, params, experiment, run_name, namespace=None, pipeline_root=None):
+def submit(client, host, package, arguments, experiment, run_name, namespace=None,
+           pipeline_root=None):
     """Starts the run; returns its id. Creates the experiment if missing."""
-    spec = load_package(package)
-    arguments = typed_params(spec, params)
-    run_name = run_name or '%s %s' % (spec['pipelineInfo']['name'],
-                                      datetime.datetime.now().strftime('%Y-%m-%d %H-%M-%S'))
     # The client prints its own "Experiment details:" lines; we print ours.
     with _api_errors(host, 'creating the run'), contextlib.redirect_stdout(io.StringIO()):
         result = client.create_run_from_pipeline_package(
@@ -173,8 +175,8 @@ def _state(run):
     return str(state).upper() if state else 'PENDING'
 
 
-def follow(client, host, run_id, timeout, poll_seconds, out=print, clock=time.monotonic,
-           sleep=time.sleep):
+def follow(client, host, run_id, timeout, poll_seconds, ui_host=None, out=print,
+           clock=time.monotonic, sleep=time.sleep):
     """Polls until the run ends; prints each state change; returns the final run."""
     started = clock()
     last = None
@@ -189,7 +191,7 @@ def follow(client, host, run_id, timeout, poll_seconds, out=print, clock=time.mo
             return run
         if clock() - started > timeout:
             raise KfpSubmitError('run %s still %s after %.0f s; it keeps running: follow it at %s'
-                                 % (run_id, state, timeout, run_link(host, run_id)))
+                                 % (run_id, state, timeout, run_link(host, run_id, ui_host)))
         sleep(poll_seconds)
 
 
@@ -197,17 +199,22 @@ def submit_and_report(host, package, experiment, run_name=None, params=None, tok
                       namespace=None, pipeline_root=None, wait=False, timeout=6 * 3600,
                       poll_seconds=20.0, ui_host=None, out=print):
     """The `kfp submit` command: returns 0, or raises KfpSubmitError."""
+    # Everything that can be checked locally is, before touching the network.
     token = read_token(token_file)
-    load_package(package)  # Fail on a bad package before touching the network.
+    spec = load_package(package)
+    arguments = typed_params(spec, params)
+    run_name = run_name or '%s %s' % (spec['pipelineInfo']['name'],
+                                      datetime.datetime.now().strftime('%Y-%m-%d %H-%M-%S'))
     check_host(host, token)
     client = make_client(host, token, namespace, ui_host)
-    run_id = submit(client, host, package, params, experiment, run_name, namespace, pipeline_root)
+    run_id = submit(client, host, package, arguments, experiment, run_name, namespace,
+                    pipeline_root)
     out('Run started in experiment %s' % experiment)
     out('  run id : %s' % run_id)
     out('  UI     : %s' % run_link(host, run_id, ui_host))
     if not wait:
         return 0
-    run = follow(client, host, run_id, timeout, poll_seconds, out=out)
+    run = follow(client, host, run_id, timeout, poll_seconds, ui_host, out=out)
     state = _state(run)
     if state != 'SUCCEEDED':
         error = getattr(run, 'error', None)

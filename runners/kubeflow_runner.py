@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import re
+from typing import Optional
 
 from pipeline import kubeflow_configs
 from pipeline.configs import ConfigError, PipelineConfig
@@ -41,10 +42,11 @@ class Compiled:
     path: str
     target: str
     pipeline_spec: dict
-    platform_spec: dict = None
+    platform_spec: Optional[dict] = None   # KFP's Kubernetes document, if any
 
 
-def cluster_config(config: PipelineConfig, kconfig: kubeflow_configs.KubeflowConfig) -> PipelineConfig:
+def cluster_config(config: PipelineConfig,
+                   kconfig: kubeflow_configs.KubeflowConfig) -> PipelineConfig:
     """The PipelineConfig as the pods see it: cluster paths and Beam args."""
     if not re.fullmatch(_KFP_NAME_RE, config.pipeline_name):
         raise ConfigError('config field pipeline_name=%r: KFP and Vertex need lower-case letters, '
@@ -87,9 +89,12 @@ def use_driverless_example_gen(tfx_pipeline):
     from components.kfp_example_gen import executor as kfp_example_gen
 
     for component in tfx_pipeline.components:
-        spec = getattr(component, 'executor_spec', None)
-        if getattr(spec, 'executor_class', None) is csv_executor.Executor:
-            component.executor_spec = executor_spec.BeamExecutorSpec(kfp_example_gen.Executor)
+        old = getattr(component, 'executor_spec', None)
+        if getattr(old, 'executor_class', None) is csv_executor.Executor:
+            new = executor_spec.BeamExecutorSpec(kfp_example_gen.Executor)
+            # The pipeline already handed its Beam args to the old spec.
+            new.add_beam_pipeline_args(old.beam_pipeline_args)
+            component.executor_spec = new
 
 
 def resources_by_task(tfx_pipeline, kconfig):
@@ -235,6 +240,16 @@ def write_kfp_package(path, spec, platform, kconfig):
 
 # ------------------------------------------------------------------- CLI
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows real defaults only: "(default: None)" next to "default: the
+    latest span" would contradict the help text."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, [], False):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _assignments(values, flag):
     result = {}
     for value in values or []:
@@ -258,23 +273,32 @@ def _add_compile_options(p):
                    help='staging area shared by BaselineModel and the pusher, as the pods see it')
     g.add_argument('--serving-pvc', help='KFP: ReadWriteMany PVC mounted at --serving-root')
     g.add_argument('--span', type=int, help='pin one span (default: the latest at run time)')
-    g.add_argument('--pipeline-name', default=d.pipeline_name)
-    g.add_argument('--model-name', default=d.model_name)
-    g.add_argument('--train-steps', type=int, default=d.train_steps)
-    g.add_argument('--eval-steps', type=int, default=d.eval_steps)
-    g.add_argument('--min-auc', type=float, default=d.min_auc)
-    g.add_argument('--min-binary-accuracy', type=float, default=d.min_binary_accuracy)
-    g.add_argument('--max-auc-regression', type=float, default=d.max_auc_regression)
-    g.add_argument('--allow-anomaly', action='append', default=[], metavar='NAME')
+    g.add_argument('--pipeline-name', default=d.pipeline_name,
+                   help='KFP/Vertex pipeline name (lower-case letters, digits, "-")')
+    g.add_argument('--model-name', default=d.model_name, help='folder name under the serving root')
+    g.add_argument('--train-steps', type=int, default=d.train_steps, help='Trainer steps')
+    g.add_argument('--eval-steps', type=int, default=d.eval_steps, help='Trainer eval steps')
+    g.add_argument('--min-auc', type=float, default=d.min_auc, help='blessing needs AUC >= this')
+    g.add_argument('--min-binary-accuracy', type=float, default=d.min_binary_accuracy,
+                   help='blessing needs binary accuracy >= this')
+    g.add_argument('--max-auc-regression', type=float, default=d.max_auc_regression,
+                   help='how far AUC may fall below the baseline\'s and still bless')
+    g.add_argument('--allow-anomaly', action='append', default=[], metavar='NAME',
+                   help='feature name or anomaly short description to accept, repeatable')
     g.add_argument('--gpu-count', type=int, default=k.gpu_count, help='GPUs for the Trainer (0 = CPU)')
+    gpu_types = kubeflow_configs.DEFAULT_GPU_TYPE
     g.add_argument('--gpu-type', help='default: %s (kfp), %s (vertex)'
-                   % (kubeflow_configs.DEFAULT_GPU_TYPE['kfp'], kubeflow_configs.DEFAULT_GPU_TYPE['vertex']))
+                   % (gpu_types['kfp'], gpu_types['vertex']))
     g.add_argument('--gpu-node-selector', action='append', metavar='LABEL=VALUE',
                    help='KFP: node label the Trainer needs, repeatable')
-    for name in ('trainer', 'beam', 'default'):
-        g.add_argument('--%s-cpu' % name, default=getattr(k, '%s_cpu' % name))
-        g.add_argument('--%s-memory' % name, default=getattr(k, '%s_memory' % name))
-    g.add_argument('--beam-runner', choices=kubeflow_configs.BEAM_RUNNERS, default=k.beam_runner)
+    for name, steps in (('trainer', 'the Trainer'), ('beam', 'each Beam step'),
+                        ('default', 'every other step')):
+        g.add_argument('--%s-cpu' % name, default=getattr(k, '%s_cpu' % name),
+                       help='CPU request = limit of %s (Kubernetes quantity)' % steps)
+        g.add_argument('--%s-memory' % name, default=getattr(k, '%s_memory' % name),
+                       help='memory request = limit of %s (Kubernetes quantity)' % steps)
+    g.add_argument('--beam-runner', choices=kubeflow_configs.BEAM_RUNNERS, default=k.beam_runner,
+                   help='where Beam steps run their work (see docs/kubeflow.md)')
     g.add_argument('--beam-arg', action='append', default=[], metavar='ARG',
                    help='extra Beam arg, repeatable (e.g. --beam-arg=--project=P for Dataflow)')
     g.add_argument('--no-cache', action='store_true', help='compile with caching off')
@@ -312,20 +336,24 @@ def _cmd_compile(args):
 
 
 def _cmd_submit(args):
+    import tempfile
+
     from runners import kfp_submit
 
-    package = args.package
-    if package is None:
-        config, kconfig = configs_from_args(args, 'kfp')
-        import tempfile
-        package = os.path.join(tempfile.mkdtemp(prefix='tfx-canary-kfp-'), 'pipeline.yaml')
-        compile_pipeline(config, kconfig, package)
-        print('Compiled the kfp target -> %s' % package)
-    return kfp_submit.submit_and_report(
-        host=args.host, package=package, experiment=args.experiment, run_name=args.run_name,
-        params=_assignments(args.param, '--param'), token_file=args.token_file,
-        namespace=args.namespace, pipeline_root=args.pipeline_root, wait=args.wait,
-        timeout=args.timeout, poll_seconds=args.poll_seconds, ui_host=args.ui_host)
+    def submit(package):
+        return kfp_submit.submit_and_report(
+            host=args.host, package=package, experiment=args.experiment, run_name=args.run_name,
+            params=_assignments(args.param, '--param'), token_file=args.token_file,
+            namespace=args.namespace, pipeline_root=args.pipeline_root, wait=args.wait,
+            timeout=args.timeout, poll_seconds=args.poll_seconds, ui_host=args.ui_host)
+
+    if args.package is not None:
+        return submit(args.package)
+    config, kconfig = configs_from_args(args, 'kfp')
+    with tempfile.TemporaryDirectory(prefix='tfx-canary-kfp-') as tmp:
+        package = compile_pipeline(config, kconfig, os.path.join(tmp, 'pipeline.yaml')).path
+        print('Compiled the kfp target (%s)' % kconfig.image)
+        return submit(package)
 
 
 def add_subcommands(subparsers):
@@ -338,23 +366,25 @@ def add_subcommands(subparsers):
 
     c = commands.add_parser(
         'compile', help='compile the pipeline to a KFP YAML package or a Vertex PipelineJob JSON',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
         epilog='Example: tfx-canary kfp compile --target kfp --image REGISTRY/tfx-canary:1.0 '
                '--pipeline-root gs://BUCKET/root --serving-pvc serving --output build/p.yaml')
-    c.add_argument('--target', choices=kubeflow_configs.TARGETS, default='kfp')
+    c.add_argument('--target', choices=kubeflow_configs.TARGETS, default='kfp',
+                   help='kfp: open-source Kubeflow Pipelines YAML; vertex: Vertex AI JSON')
     c.add_argument('--output', metavar='FILE', help='default: build/PIPELINE-TARGET.yaml|json')
     _add_compile_options(c)
     c.set_defaults(func=_cmd_compile)
 
     s = commands.add_parser(
         'submit', help='start a run on a Kubeflow Pipelines v2 cluster',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
         epilog='Token: --token-file or $KF_PIPELINES_SA_TOKEN_PATH (a file holding a bearer '
                'token); none for a port-forwarded, unauthenticated API.')
     s.add_argument('--host', default=os.environ.get('KF_PIPELINES_ENDPOINT'),
                    help='KFP API endpoint, e.g. http://localhost:8080 (default $KF_PIPELINES_ENDPOINT)')
     s.add_argument('--package', metavar='FILE',
-                   help='compiled KFP YAML; without it the kfp target is compiled from the options below')
+                   help='compiled KFP YAML; without it the kfp target is compiled '
+                        'from the compile options below')
     s.add_argument('--experiment', default='tfx-canary', help='created if missing')
     s.add_argument('--run-name', help='default: PIPELINE YYYY-mm-dd HH-MM-SS')
     s.add_argument('--param', action='append', metavar='NAME=VALUE',
@@ -362,8 +392,9 @@ def add_subcommands(subparsers):
     s.add_argument('--namespace', help='multi-user KFP: your profile namespace')
     s.add_argument('--token-file', metavar='PATH', help='file holding the bearer token')
     s.add_argument('--ui-host', help='base URL of the KFP UI for the run link (default --host)')
-    s.add_argument('--wait', action='store_true', help='poll until the run ends; non-zero exit unless it succeeded')
+    s.add_argument('--wait', action='store_true',
+                   help='poll until the run ends; non-zero exit unless it succeeded')
     s.add_argument('--timeout', type=float, default=6 * 3600, help='--wait gives up after SECONDS')
-    s.add_argument('--poll-seconds', type=float, default=20.0)
+    s.add_argument('--poll-seconds', type=float, default=20.0, help='--wait polls this often')
     _add_compile_options(s)
     s.set_defaults(func=_cmd_submit)

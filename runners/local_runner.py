@@ -17,23 +17,34 @@ def progress_lines(total, out):
     """
     from tfx.orchestration.portable import launcher
 
-    original = launcher.Launcher.launch
+    original_launch = launcher.Launcher.launch
+    original_prepare = launcher.Launcher._prepare_execution  # pylint: disable=protected-access
     counter = {'done': 0}
+
+    def prepare(self):
+        result = original_prepare(self)
+        # False for a cache hit (and for a node whose inputs were not ready).
+        self._tfx_canary_executed = result.is_execution_needed  # pylint: disable=protected-access
+        return result
 
     def launch(self):
         node_id = self._pipeline_node.node_info.id  # pylint: disable=protected-access
         started = time.time()
-        result = original(self)
+        self._tfx_canary_executed = True  # pylint: disable=protected-access
+        result = original_launch(self)
         counter['done'] += 1
+        executed = result is not None and self._tfx_canary_executed  # pylint: disable=protected-access
         out('  [%d/%d] %-32s %s' % (counter['done'], total, node_id,
-                                     'cached' if result is None else '%.1f s' % (time.time() - started)))
+                                     '%.1f s' % (time.time() - started) if executed else 'cached'))
         return result
 
     launcher.Launcher.launch = launch
+    launcher.Launcher._prepare_execution = prepare  # pylint: disable=protected-access
     try:
         yield
     finally:
-        launcher.Launcher.launch = original
+        launcher.Launcher.launch = original_launch
+        launcher.Launcher._prepare_execution = original_prepare  # pylint: disable=protected-access
 
 
 def absolute(config: PipelineConfig) -> PipelineConfig:

@@ -97,8 +97,11 @@ def summarize(connection_config, config, first_execution_id, seconds):
             all_metrics = overall_metrics(evaluation[0].uri)
             metrics = all_metrics.get('candidate', {})
             baseline_metrics = all_metrics.get('baseline', {})
-        baseline = roles.get(('INPUT', 'baseline_model'), [])
-        baseline_uri = baseline[0].uri if baseline else None
+        baseline = [a for a in roles.get(('INPUT', 'baseline_model'), [])
+                    if _prop(a, 'has_baseline')]  # has_baseline=0: nothing was serving.
+        baseline_uri = ('stable v%s, %s' % (_prop(baseline[0], 'baseline_version'),
+                                            _prop(baseline[0], 'baseline_uri') or baseline[0].uri)
+                        if baseline else None)
         model = roles.get(('INPUT', 'model'), [])
         model_uri = model[0].uri if model else None
     pushed, destination = False, None

@@ -7,11 +7,15 @@ wiring to the built pipeline (Resolver -> BaselineModel, baseline-aware
 Evaluator and Trainer executors); once pipeline.py has no Resolver it returns
 create_pipeline's result untouched, so these tests keep passing either way.
 """
+import json
+
 import pytest
+import yaml
 
 from pipeline import pipeline as pipeline_lib
 from pipeline.configs import PipelineConfig
 from pipeline.kubeflow_configs import KubeflowConfig
+from runners import kubeflow_runner
 
 _ORIGINAL_CREATE_PIPELINE = pipeline_lib.create_pipeline
 
@@ -39,7 +43,9 @@ def create_pipeline_with_baseline(config, metadata_connection_config=None):
                 component.remove_upstream_node(old)
                 component.add_upstream_node(new)
         if isinstance(component, tfx.components.Evaluator):
-            component.executor_spec = baseline.BaselineAwareEvaluator.EXECUTOR_SPEC.copy()
+            spec = baseline.BaselineAwareEvaluator.EXECUTOR_SPEC.copy()
+            spec.add_beam_pipeline_args(component.executor_spec.beam_pipeline_args)
+            component.executor_spec = spec
         if isinstance(component, tfx.components.Trainer):
             component.executor_spec = baseline.baseline_trainer_executor_spec()
         components.append(component)
@@ -74,5 +80,33 @@ def vertex_config(**overrides):
     return KubeflowConfig(**values)
 
 
-def pipeline_config(**overrides):
-    return PipelineConfig(**overrides)
+# Compiled once per session: the real TFX compile, read back from disk.
+
+@pytest.fixture(scope='session')
+def kfp_package(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('kfp') / 'pipeline.yaml')
+    kubeflow_runner.compile_pipeline(
+        PipelineConfig(), kfp_config(gpu_count=2, gpu_node_selector={'pool': 'gpu'}), path,
+        pipeline_factory=create_pipeline_with_baseline)
+    return path
+
+
+@pytest.fixture(scope='session')
+def kfp_docs(kfp_package):
+    with open(kfp_package) as f:
+        return list(yaml.safe_load_all(f))
+
+
+@pytest.fixture(scope='session')
+def spec(kfp_docs):
+    """The compiled KFP PipelineSpec (first YAML document), as a dict."""
+    return kfp_docs[0]
+
+
+@pytest.fixture(scope='session')
+def vertex_job(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('vertex') / 'pipeline.json')
+    kubeflow_runner.compile_pipeline(PipelineConfig(span=2), vertex_config(), path,
+                                     pipeline_factory=create_pipeline_with_baseline)
+    with open(path) as f:
+        return json.load(f)

@@ -31,7 +31,8 @@ class FakeKfp:
         self.experiments = {name: 'exp-%d' % i for i, name in enumerate(experiments, 1)}
         self.runs = {}
         self._server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={'poll_interval': 0.02}, daemon=True)
 
     @property
     def url(self):
