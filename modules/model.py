@@ -210,5 +210,7 @@ def run_fn(fn_args: tfx.components.FnArgs):
     model.fit(train_ds, steps_per_epoch=fn_args.train_steps,
               validation_data=eval_ds, validation_steps=fn_args.eval_steps,
               callbacks=[tensorboard], verbose=2)
-    model.save(fn_args.serving_model_dir, save_format='tf',
+    # save_traces=False: skip re-tracing every layer's call for Keras metadata
+    # (several seconds); the layers are all stock Keras, so configs suffice.
+    model.save(fn_args.serving_model_dir, save_format='tf', save_traces=False,
                signatures=make_signatures(model, tf_transform_output))
