@@ -29,8 +29,7 @@ RUN if [ "$GPU" = "1" ]; then \
         pip install --ignore-requires-python -c /tmp/requirements/lock.txt "tensorflow[and-cuda]==2.16.2"; \
     fi
 
-# The project as an installed package (components, modules, pipeline, rollout,
-# runners): executors and module paths in the compiled spec import from
+# The project as an installed package (every package setup.py lists): executors and module paths in the compiled spec import from
 # site-packages. The source is not kept, so nothing shadows the install.
 COPY setup.py /tmp/src/
 COPY components /tmp/src/components
@@ -38,6 +37,8 @@ COPY modules /tmp/src/modules
 COPY pipeline /tmp/src/pipeline
 COPY rollout /tmp/src/rollout
 COPY runners /tmp/src/runners
+COPY lineage /tmp/src/lineage
+COPY serving /tmp/src/serving
 RUN pip install --ignore-requires-python --no-deps --no-build-isolation /tmp/src \
     && rm -rf /tmp/src
 

@@ -41,6 +41,10 @@ class PipelineConfig:
     # --- data selection
     span_pattern: str = 'span-{SPAN}/*.csv'
     span: Optional[int] = None                # None = the latest span.
+    # (first, last): every span first..last in one run, as one Examples artifact
+    # (hash-split train/eval as usual; it records span=last, span_range="first-last").
+    # Excludes `span`. None = one span (`span`).
+    span_range: Optional[Tuple[int, int]] = None
     train_eval_hash_buckets: Tuple[int, int] = (3, 1)  # train:eval split of each span.
     allowed_anomalies: Tuple[str, ...] = ()   # Features/short descriptions to accept.
 
@@ -105,6 +109,20 @@ class PipelineConfig:
             fail('span_pattern', 'must contain {SPAN}, e.g. "span-{SPAN}/*.csv"')
         if self.span is not None and (not isinstance(self.span, int) or self.span < 0):
             fail('span', 'must be a span number >= 0, or None for the latest span')
+        if self.span_range is not None:
+            r = self.span_range
+            if (not isinstance(r, (tuple, list)) or len(r) != 2
+                    or any(isinstance(v, bool) or not isinstance(v, int) for v in r)):
+                fail('span_range', 'must be two span numbers (first, last), e.g. (1, 3), '
+                                   'or None for a single span')
+            if r[0] < 0:
+                fail('span_range', 'span numbers must be >= 0')
+            if r[0] > r[1]:
+                fail('span_range', 'the first span must not come after the last, e.g. (%d, %d)'
+                                   % (r[1], r[0]))
+            if self.span is not None:
+                fail('span_range', 'set either span (one span, here %r) or span_range '
+                                   '(several spans), not both' % self.span)
         buckets = self.train_eval_hash_buckets
         if len(buckets) != 2 or any(not isinstance(b, int) or b < 1 for b in buckets):
             fail('train_eval_hash_buckets', 'must be two positive integers (train, eval)')

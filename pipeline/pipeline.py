@@ -13,6 +13,7 @@ from components.baseline.component import (
     BASELINE_NODE_ID, BaselineAwareEvaluator, baseline_trainer_executor_spec,
     create_baseline_component)
 from components.canary_pusher.component import CanaryPusher
+from components.span_example_gen import component as span_example_gen
 from components.validation_gate.component import ValidationGate
 from pipeline.configs import PipelineConfig
 
@@ -42,6 +43,23 @@ def range_config(config: PipelineConfig):
         start_span_number=config.span, end_span_number=config.span))
 
 
+def create_example_gen(config: PipelineConfig):
+    """TFX's CsvExampleGen for one span (latest or chosen); for a span range the
+    components/span_example_gen subclass, which reads every span of the range
+    into one Examples artifact. Both have the node id CsvExampleGen."""
+    if config.span_range is not None:
+        return span_example_gen.CsvExampleGen(
+            input_base=config.data_root,
+            input_config=input_config(config),
+            output_config=output_config(config),
+            span_range=tuple(config.span_range)).with_id('CsvExampleGen')
+    return tfx.components.CsvExampleGen(
+        input_base=config.data_root,
+        input_config=input_config(config),
+        output_config=output_config(config),
+        range_config=range_config(config))
+
+
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     """AUC and accuracy overall and per slice; blessing needs value thresholds
     met and no AUC regression against the baseline model."""
@@ -56,6 +74,9 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             preprocessing_function_names=['transform_features'])],
         slicing_specs=[tfma.SlicingSpec()] + [
             tfma.SlicingSpec(feature_keys=[f]) for f in config.slice_features],
+        # Only the metrics below: TFMA would otherwise also re-compute the Keras
+        # model's compiled metrics for every slice and model.
+        options=tfma.Options(include_default_metrics={'value': False}),
         metrics_specs=[tfma.MetricsSpec(metrics=[
             tfma.MetricConfig(class_name='ExampleCount'),
             tfma.MetricConfig(class_name='AUC', per_slice_thresholds=[overall(
@@ -76,11 +97,7 @@ def overall(**threshold):
 
 def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
     config.validate()
-    example_gen = tfx.components.CsvExampleGen(
-        input_base=config.data_root,
-        input_config=input_config(config),
-        output_config=output_config(config),
-        range_config=range_config(config))
+    example_gen = create_example_gen(config)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
     example_validator = tfx.components.ExampleValidator(
@@ -92,7 +109,10 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
     transform = tfx.components.Transform(
         examples=example_gen.outputs['examples'],
         schema=schema_gen.outputs['schema'],
-        preprocessing_fn=config.preprocessing_fn)
+        preprocessing_fn=config.preprocessing_fn,
+        # StatisticsGen/ExampleValidator already cover the raw data; Transform's
+        # own pre/post-transform statistics would double that work.
+        disable_statistics=True)
     transform.add_upstream_node(validation_gate)
 
     # The baseline: the stable model now serving (rollout.json), or an empty

@@ -79,3 +79,35 @@ def check_span(data_root, span_pattern, span=None):
     for path in files:
         check_csv(path)
     return span, files
+
+
+def check_span_range(data_root, span_pattern, first, last):
+    """Checks every span first..last (inclusive); returns all their files, oldest span first.
+
+    Names every span that is missing or has no files, then any unreadable CSV,
+    then a CSV whose header differs from the first span's (the spans are read
+    as one table, so their columns must agree).
+    """
+    spans = available_spans(data_root, span_pattern)
+    wanted = range(first, last + 1)
+    missing = [s for s in wanted if s not in spans]
+    if missing:
+        raise DataError('span range %d-%d: span%s %s not found in %s: available spans are %s'
+                        % (first, last, 's' if len(missing) > 1 else '',
+                           ', '.join(map(str, missing)), data_root, ', '.join(map(str, spans))))
+    files_by_span = {s: span_files(data_root, span_pattern, s) for s in wanted}
+    empty = [s for s in wanted if not files_by_span[s]]
+    if empty:
+        raise DataError('span range %d-%d: span%s %s in %s ha%s no files matching %r'
+                        % (first, last, 's' if len(empty) > 1 else '', ', '.join(map(str, empty)),
+                           data_root, 've' if len(empty) > 1 else 's', span_pattern))
+    files = [path for s in wanted for path in files_by_span[s]]
+    header = None
+    for path in files:
+        this = check_csv(path)
+        if header is None:
+            header = this
+        elif this != header:
+            raise DataError('%s has a different CSV header than %s: every span of a span range '
+                            'needs the same columns in the same order' % (path, files[0]))
+    return files

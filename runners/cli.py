@@ -59,6 +59,11 @@ def _add_run(subparsers):
     p.add_argument('--span', type=int, action='append', metavar='N',
                    help='span to train on; repeat to run several spans in order '
                         '(default: the latest span under --data-root)')
+    p.add_argument('--span-range', type=int, nargs=2, metavar=('A', 'B'),
+                   help='train on spans A..B (inclusive) in one run: all spans A..B are '
+                        'ingested as one Examples artifact, split train/eval by hash as usual; '
+                        'the run records span B and span_range "A-B". Cannot be combined '
+                        'with --span')
     p.add_argument('--workspace', default=d.workspace,
                    help='folder for pipeline outputs, ML Metadata and staged models')
     p.add_argument('--data-root', default=d.data_root, help='folder holding span-N/*.csv')
@@ -101,6 +106,9 @@ def _cmd_run(args):
         hparams = dict(parse_assignment(a) for a in args.model_hparam)
     except ValueError as e:
         raise ConfigError('--model-hparam: %s' % e) from None
+    if args.span_range and args.span:
+        raise ConfigError('--span-range cannot be combined with --span: use --span N (repeatable, '
+                          'one run per span) or --span-range A B (one run on spans A..B together)')
     config = PipelineConfig()
     config = dataclasses.replace(
         config, workspace=args.workspace, data_root=args.data_root, schema_path=args.schema,
@@ -110,7 +118,10 @@ def _cmd_run(args):
         serving_root_override=args.serving_root, canary_traffic_percent=args.canary_percent,
         kserve_storage_uri_prefix=args.kserve_storage_uri_prefix, tf_serving_root=args.tf_serving_root,
         beam_args=tuple(args.beam_arg) if args.beam_arg else config.beam_args)
-    runs = [dataclasses.replace(config, span=span) for span in (args.span or [None])]
+    if args.span_range:
+        runs = [dataclasses.replace(config, span_range=tuple(args.span_range))]
+    else:
+        runs = [dataclasses.replace(config, span=span) for span in (args.span or [None])]
     for run_config in runs:  # Every requested span is checked before any trains.
         local_runner.preflight(run_config)
     summaries = []
@@ -120,7 +131,7 @@ def _cmd_run(args):
         summaries.append(result)
     if len(summaries) > 1:
         print('\nAll runs: ' + '; '.join(
-            'span %s %s' % (s.span, 'blessed+pushed' if s.pushed else 'not pushed') for s in summaries))
+            'span %s %s' % (s.span_used, 'blessed+pushed' if s.pushed else 'not pushed') for s in summaries))
     return 0
 
 

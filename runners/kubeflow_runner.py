@@ -82,16 +82,17 @@ def expose_runtime_parameters(tfx_pipeline):
 
 
 def use_driverless_example_gen(tfx_pipeline):
-    """Open-source KFP never runs ExampleGen's driver (see components/kfp_example_gen)."""
+    """Open-source KFP never runs ExampleGen's driver (see components/span_example_gen);
+    a span-range ExampleGen already has that package's executor."""
     from tfx.components.example_gen.csv_example_gen import executor as csv_executor
     from tfx.dsl.components.base import executor_spec
 
-    from components.kfp_example_gen import executor as kfp_example_gen
+    from components.span_example_gen import executor as span_example_gen
 
     for component in tfx_pipeline.components:
         old = getattr(component, 'executor_spec', None)
         if getattr(old, 'executor_class', None) is csv_executor.Executor:
-            new = executor_spec.BeamExecutorSpec(kfp_example_gen.Executor)
+            new = executor_spec.BeamExecutorSpec(span_example_gen.Executor)
             # The pipeline already handed its Beam args to the old spec.
             new.add_beam_pipeline_args(old.beam_pipeline_args)
             component.executor_spec = new
@@ -127,10 +128,12 @@ def uncached_tasks(tfx_pipeline, config, kconfig):
     for component in tfx_pipeline.components:
         if isinstance(component, BaselineModel):
             result.append(component.id)   # Reads rollout.json: what serves *now*.
-        elif (isinstance(component, FileBasedExampleGen) and kconfig.target == 'kfp'
-              and config.span is None):
+        elif isinstance(component, FileBasedExampleGen) and (
+                (kconfig.target == 'kfp' and config.span is None) or config.span_range):
             # No driver on KFP, so no input fingerprint in the cache key, and
             # "latest span" changes as data lands. A pinned span is immutable.
+            # A range: Vertex's stock driver hook fingerprints only the newest
+            # span, so a change to an older one could hit a stale cache.
             result.append(component.id)
     return result
 

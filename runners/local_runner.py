@@ -64,18 +64,24 @@ def preflight(config: PipelineConfig):
     """Cheap checks before TensorFlow is even imported; returns (config, files).
 
     Resolves the span (None -> latest) and fails with one clear line for a
-    missing data folder or schema, an unknown span, or an unreadable CSV.
+    missing data folder or schema, an unknown span, or an unreadable CSV. For a
+    span range every span in it is checked and `span` stays None.
     """
     config = absolute(config).validate()
-    span, files = spans.check_span(config.data_root, config.span_pattern, config.span)
+    if config.span_range is not None:
+        files = spans.check_span_range(config.data_root, config.span_pattern, *config.span_range)
+    else:
+        span, files = spans.check_span(config.data_root, config.span_pattern, config.span)
+        config = dataclasses.replace(config, span=span)
     if not os.path.isfile(config.schema_path):
         raise spans.DataError('schema file %s does not exist: pass --schema with a schema.pbtxt '
                               '(see data/taxi/schema.pbtxt)' % config.schema_path)
-    return dataclasses.replace(config, span=span), files
+    return config, files
 
 
 def run(config: PipelineConfig, out=print):
-    """Runs one pipeline run on config.span (None = latest); returns a RunSummary."""
+    """Runs one pipeline run on config.span (None = latest) or config.span_range;
+    returns a RunSummary."""
     config, files = preflight(config)
     from tfx import v1 as tfx
 
@@ -87,8 +93,10 @@ def run(config: PipelineConfig, out=print):
     first_execution_id = summary.last_execution_id(connection)
 
     pipeline = create_pipeline(config, connection)
-    out('Running %s on span %d (%s) -> workspace %s'
-        % (config.pipeline_name, config.span,
+    which = ('spans %d-%d' % tuple(config.span_range) if config.span_range is not None
+             else 'span %d' % config.span)
+    out('Running %s on %s (%s) -> workspace %s'
+        % (config.pipeline_name, which,
            ', '.join(os.path.relpath(f, config.data_root) for f in files), config.workspace))
     started = time.time()
     with progress_lines(len(pipeline.components), out):

@@ -18,13 +18,19 @@ class RunSummary:
     pushed_destination: Optional[str]
     model_uri: Optional[str]
     seconds: float
+    span_range: Optional[str] = None   # "A-B" when the run ingested a span range.
+
+    @property
+    def span_used(self):
+        """What the run trained on: "1-2" for a span range, else the span."""
+        return self.span_range or self.span
 
     def format(self):
         def metric_line(m):
             return ', '.join('%s %.4f' % (k, v) for k, v in sorted(m.items())) or 'n/a'
         lines = [
             'Summary',
-            '  span used      : %s' % self.span,
+            '  span used      : %s' % self.span_used,
             '  metrics (eval) : %s' % metric_line(self.metrics),
             '  baseline       : %s' % ('%s (%s)' % (metric_line(self.baseline_metrics), self.baseline_uri)
                                       if self.baseline_uri else 'none (first model)'),
@@ -82,10 +88,12 @@ def _prop(artifact, name):
 def summarize(connection_config, config, first_execution_id, seconds):
     store = metadata_store.MetadataStore(connection_config)
     executions = _node_executions(store, config.pipeline_name, first_execution_id)
-    span = None
+    span = span_range = None
     if 'CsvExampleGen' in executions:
         examples = artifacts_by_role(store, executions['CsvExampleGen'].id).get(('OUTPUT', 'examples'), [])
         span = _prop(examples[0], 'span') if examples else None
+        # Set only by a span-range ExampleGen (components/span_example_gen); span is its newest.
+        span_range = _prop(examples[0], 'span_range') if examples else None
     blessed, metrics, baseline_metrics, baseline_uri, model_uri = None, {}, {}, None, None
     if 'Evaluator' in executions:
         roles = artifacts_by_role(store, executions['Evaluator'].id)
@@ -113,4 +121,4 @@ def summarize(connection_config, config, first_execution_id, seconds):
             destination = _prop(pushed_model[0], 'pushed_destination')
     return RunSummary(span=span, blessed=blessed, metrics=metrics, baseline_metrics=baseline_metrics,
                       baseline_uri=baseline_uri, pushed=pushed, pushed_destination=destination,
-                      model_uri=model_uri, seconds=seconds)
+                      model_uri=model_uri, seconds=seconds, span_range=span_range)

@@ -101,7 +101,7 @@ def test_steps_reading_outside_state_are_never_cached(spec):
 def test_open_source_kfp_gets_an_example_gen_that_resolves_spans_itself(spec):
     args = container(spec, 'CsvExampleGen')['args']
     executor = args[args.index('--executor_class_path') + 1]
-    assert executor == 'components.kfp_example_gen.executor.Executor'
+    assert executor == 'components.span_example_gen.executor.Executor'
 
 
 def test_platform_spec_pins_the_trainer_to_gpu_nodes_and_mounts_serving(kfp_docs, spec):

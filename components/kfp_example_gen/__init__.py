@@ -1,1 +1,0 @@
-"""CsvExampleGen executor for open-source KFP, which never runs ExampleGen's driver."""
