@@ -16,9 +16,20 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED_DATA_ROOT = os.path.join(PROJECT_ROOT, 'data', 'taxi')
 
 # Beam on small data: one in-process DirectRunner worker. multi_processing
-# spawns workers that each import TensorFlow (~10 s apiece), which costs more
-# than it saves below ~1M rows on a 2-core machine.
+# spawns workers that each import TensorFlow (~10 s apiece), which only pays
+# off once the input is large; the local runner picks by input size.
 LOCAL_BEAM_ARGS = ('--direct_running_mode=in_memory', '--direct_num_workers=1')
+# ~500k taxi rows: above this, parallel workers outweigh their start-up cost.
+MULTI_PROCESSING_MIN_BYTES = 64 * 2 ** 20
+
+
+def beam_args_for(input_bytes, cpus=None):
+    """DirectRunner args for an input of `input_bytes`: in-memory when small,
+    one worker process per core when large."""
+    if input_bytes < MULTI_PROCESSING_MIN_BYTES:
+        return LOCAL_BEAM_ARGS
+    return ('--direct_running_mode=multi_processing',
+            '--direct_num_workers=%d' % (cpus or os.cpu_count() or 1))
 
 
 class ConfigError(TfxCanaryError):
@@ -73,7 +84,8 @@ class PipelineConfig:
     kserve_storage_uri_prefix: Optional[str] = 'pvc://tfx-canary-serving'
 
     # --- execution
-    beam_args: Tuple[str, ...] = LOCAL_BEAM_ARGS
+    # None: chosen by input size (beam_args_for); set to override.
+    beam_args: Optional[Tuple[str, ...]] = None
     enable_cache: bool = True
 
     @property

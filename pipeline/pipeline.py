@@ -15,7 +15,7 @@ from components.baseline.component import (
 from components.canary_pusher.component import CanaryPusher
 from components.span_example_gen import component as span_example_gen
 from components.validation_gate.component import ValidationGate
-from pipeline.configs import PipelineConfig
+from pipeline.configs import LOCAL_BEAM_ARGS, PipelineConfig
 
 # Node ids that summaries, tests and lineage look up. The old name stays for
 # callers; the node is no longer a resolver.
@@ -157,4 +157,4 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
                     validation_gate, transform, baseline, trainer, evaluator, pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=list(config.beam_args))
+        beam_pipeline_args=list(config.beam_args or LOCAL_BEAM_ARGS))

@@ -73,8 +73,8 @@ def _add_run(subparsers):
     p.add_argument('--pipeline-name', default=d.pipeline_name)
     p.add_argument('--model-name', default=d.model_name)
     p.add_argument('--beam-arg', action='append', metavar='ARG',
-                   help='Beam pipeline arg, repeatable; replaces the default %s'
-                        % ' '.join(d.beam_args))
+                   help='Beam pipeline arg, repeatable; replaces the default choice (in-memory '
+                        'DirectRunner below 64 MB of input, one worker process per core above)')
     p.add_argument('--allow-anomaly', action='append', metavar='NAME', default=[],
                    help='feature name or anomaly short description to accept instead of blocking')
     p.add_argument('--model-hparam', action='append', metavar='KEY=VALUE', default=[],

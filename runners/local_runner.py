@@ -5,7 +5,7 @@ import os
 import time
 
 from pipeline import spans
-from pipeline.configs import PipelineConfig
+from pipeline.configs import PipelineConfig, beam_args_for
 
 
 @contextlib.contextmanager
@@ -88,6 +88,9 @@ def run(config: PipelineConfig, out=print):
     from pipeline.pipeline import create_pipeline
     from runners import summary
 
+    input_bytes = sum(os.path.getsize(f) for f in files)
+    if config.beam_args is None:
+        config = dataclasses.replace(config, beam_args=beam_args_for(input_bytes))
     os.makedirs(config.workspace, exist_ok=True)
     connection = metadata_connection_config(config)
     first_execution_id = summary.last_execution_id(connection)
@@ -98,6 +101,7 @@ def run(config: PipelineConfig, out=print):
     out('Running %s on %s (%s) -> workspace %s'
         % (config.pipeline_name, which,
            ', '.join(os.path.relpath(f, config.data_root) for f in files), config.workspace))
+    out('Beam: %s (%.1f MB of input)' % (' '.join(config.beam_args), input_bytes / 2 ** 20))
     started = time.time()
     with progress_lines(len(pipeline.components), out):
         tfx.orchestration.LocalDagRunner().run(pipeline)

@@ -9,7 +9,7 @@ from pipeline.configs import ConfigError, PipelineConfig
 def test_defaults_are_valid_and_local():
     c = PipelineConfig().validate()
     assert c.metadata_path.endswith('metadata.sqlite') and c.run_fn == 'modules.model.run_fn'
-    assert '--direct_running_mode=in_memory' in c.beam_args
+    assert c.beam_args is None  # Chosen by input size at run time.
 
 
 def test_derived_paths_follow_workspace_unless_overridden():
@@ -43,3 +43,10 @@ def test_hparam_assignments_parse_json_values():
     assert parse_assignment('name=abc') == ('name', 'abc')
     with pytest.raises(ValueError, match='KEY=VALUE'):
         parse_assignment('oops')
+
+
+def test_beam_mode_follows_input_size():
+    from pipeline.configs import beam_args_for
+    assert '--direct_running_mode=in_memory' in beam_args_for(2 * 2 ** 20)
+    big = beam_args_for(500 * 2 ** 20, cpus=2)
+    assert '--direct_running_mode=multi_processing' in big and '--direct_num_workers=2' in big
