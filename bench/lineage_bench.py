@@ -170,17 +170,31 @@ class SyntheticPipeline:
         self.store.put_execution(execution, [(pushed, pb.Event(type=pb.Event.INPUT))],
                                  [self.rollout_ctx], reuse_context_if_already_exist=True)
 
-    def add_run(self):
-        """One full pipeline run; returns its pushed version or None."""
+    def rollback_to(self, version, reason='operator rollback'):
+        """`tfx-canary rollout rollback --to VERSION`, recorded as the CLI does."""
+        self.stable, self.canary, self.traffic = version, None, 0
+        self._transition('rolled_back', version, self.pushed[version], reason)
+
+    def add_run(self, span_range=None, blessed=None, pusher=True):
+        """One full pipeline run; returns its pushed version or None.
+
+        span_range: (A, B) to record a span-range ExampleGen's output instead
+        of the run's own span. blessed: force the Evaluator's verdict (default:
+        85% blessed). pusher=False: the run stops before CanaryPusher.
+        """
         self.runs += 1
         n, root = self.runs, f'/bench/{self.pipeline_name}'
+        example_props = {'span': n}
+        if span_range:
+            example_props = {'span': span_range[1], 'span_range': '%d-%d' % span_range}
         run_ctx = self._context('pipeline_run', f'2026-01-01T00:00:00.{n:06d}')
         self.store.put_parent_contexts([pb.ParentContext(child_id=run_ctx.id,
                                                          parent_id=self.pipeline_ctx.id)])
-        fingerprint = f'split:single_split,num_files:1,total_bytes:{630000 + n},xor_checksum:1,sum_checksum:1'
+        fingerprint = (f'split:single_split,num_files:1,total_bytes:{630000 + n},'
+                       f'xor_checksum:1,sum_checksum:1')
         examples = self._execute('CsvExampleGen', run_ctx, outputs=[('examples', self._artifact(
             'Examples', f'{root}/CsvExampleGen/examples/{n}', {'split_names': '["train", "eval"]'},
-            {'span': n, 'input_fingerprint': fingerprint, 'file_format': 'tfrecords_gzip',
+            {**example_props, 'input_fingerprint': fingerprint, 'file_format': 'tfrecords_gzip',
              'payload_format': 'FORMAT_TF_EXAMPLE'}))],
             span=n, input_base='/data', input_fingerprint=fingerprint,
             input_config='{"splits": [{"name": "single_split", "pattern": "span-%d/*.csv"}]}' % n
@@ -231,7 +245,8 @@ class SyntheticPipeline:
             ('model_run', self._artifact('ModelRun', f'{root}/Trainer/model_run/{n}'))],
             run_fn='modules.model.run_fn', custom_config='{}',
             train_args='{"num_steps": 200}', eval_args='{"num_steps": 50}')
-        blessed = self.random.random() < 0.85
+        draw = self.random.random()  # Drawn always, so forcing keeps the sequence.
+        blessed = draw < 0.85 if blessed is None else blessed
         recorded = {'has_baseline': int(has_baseline), 'baseline_version': self.stable or 0}
         evaluated = self._execute('Evaluator', run_ctx, inputs=[
             ('model', trained['model']), ('baseline_model', baseline), ('examples', examples)],
@@ -241,6 +256,9 @@ class SyntheticPipeline:
                                                    f'{root}/Evaluator/evaluation/{n}',
                                                    custom=recorded))],
             eval_config='{}')
+        self.last_model_id = trained['model'].id
+        if not pusher:
+            return None
         version = self.version + 1 if blessed else None
         custom = {'pushed': int(blessed), 'model_name': self.model_name}
         if blessed:

@@ -20,6 +20,17 @@ def _md_pipeline(res):
     return lines
 
 
+def _mode(beam_line):
+    """'--direct_running_mode=in_memory --direct_num_workers=1 (...)' -> 'in_memory×1'."""
+    mode = workers = ''
+    for token in beam_line.split():
+        if token.startswith('--direct_running_mode='):
+            mode = token.split('=', 1)[1]
+        elif token.startswith('--direct_num_workers='):
+            workers = token.split('=', 1)[1]
+    return '%s×%s' % (mode, workers) if mode else beam_line
+
+
 def to_markdown(results):
     lines = ['# tfx-canary benchmarks', '', 'Machine: %s' % results.get('machine', ''), '']
     if 'pipeline' in results:
@@ -51,7 +62,7 @@ def to_markdown(results):
                   '|---' * (5 + len(comps)) + '|']
         for r in sc['sizes']:
             lines.append('| %d | %s | %.1f | %.0f | %.0f | %s |' % (
-                r['rows'], r.get('beam_mode', ''), r['wall_s'], r['rows'] / r['wall_s'], r['peak_rss_mb'],
+                r['rows'], _mode(r.get('beam_mode', '')), r['wall_s'], r['rows'] / r['wall_s'], r['peak_rss_mb'],
                 ' | '.join('%.1f' % r['components_s'].get(c, 0) for c in comps)))
         if sc['slopes']:
             lines += ['', 'log-log slope of seconds vs. rows (1 = linear, 0 = fixed cost): ' +

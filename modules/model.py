@@ -23,6 +23,9 @@ from tfx_bsl.public import tfxio
 
 from modules import features
 from modules.hparams import hparams_from
+from modules.tf_compat import skip_autograph_for_tf_keras
+
+skip_autograph_for_tf_keras()
 
 SERVING_SIGNATURE = 'serving_default'
 RAW_SIGNATURE = 'predict_raw'

@@ -85,6 +85,9 @@ def run(config: PipelineConfig, out=print):
     config, files = preflight(config)
     from tfx import v1 as tfx
 
+    from modules.tf_compat import skip_autograph_for_tf_keras
+    skip_autograph_for_tf_keras()  # Evaluator and pusher load Keras models too.
+
     from pipeline.pipeline import create_pipeline
     from runners import summary
 

@@ -67,3 +67,13 @@ def test_strategy_follows_visible_gpus(gpus, expected):
 def test_unknown_hyperparameter_is_rejected():
     with pytest.raises(ValueError, match='learn_rate'):
         hparams.hparams_from({'learn_rate': 0.1})
+
+
+def test_tf_keras_library_code_is_not_autograph_converted():
+    from tensorflow.python.autograph.core import config as autograph_config
+    from modules import tf_compat
+    tf_compat.skip_autograph_for_tf_keras()
+    tf_compat.skip_autograph_for_tf_keras()  # Idempotent.
+    rules = [r for r in autograph_config.CONVERSION_RULES if getattr(r, '_prefix', None) == 'tf_keras']
+    assert len(rules) == 1
+    assert rules[0].matches('tf_keras.src.engine.training') and not rules[0].matches('modules.model')
