@@ -18,7 +18,7 @@ import absl.logging
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx_bsl.public import tfxio
 
 from modules import features
@@ -199,7 +199,7 @@ def _input_fn(file_pattern, data_accessor, tf_transform_output, batch_size, seed
             .shuffle(256, seed=seed).repeat().prefetch(tf.data.AUTOTUNE))
 
 
-def run_fn(fn_args: tfx.components.FnArgs):
+def run_fn(fn_args: FnArgs):
     """TFX Trainer entry point: train, then export the serving SavedModel."""
     hparams = hparams_from(fn_args.custom_config)
     keras.utils.set_random_seed(hparams['seed'])

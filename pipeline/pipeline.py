@@ -6,7 +6,12 @@ The baseline is the stable version in rollout.json, read at run time by the
 BaselineModel step (no resolver node, so open-source KFP can run the pipeline).
 """
 import tensorflow_model_analysis as tfma
-from tfx import v1 as tfx
+# Direct imports rather than `tfx.v1`: that public facade also imports the
+# Google Cloud extensions (google.cloud.aiplatform), ~3 s on every start.
+from tfx import components as tfx_components
+from tfx.orchestration import pipeline as tfx_pipeline
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.proto import trainer_pb2
 from tfx.proto import example_gen_pb2, range_config_pb2
 
 from components.baseline.component import (
@@ -53,7 +58,7 @@ def create_example_gen(config: PipelineConfig):
             input_config=input_config(config),
             output_config=output_config(config),
             span_range=tuple(config.span_range)).with_id('CsvExampleGen')
-    return tfx.components.CsvExampleGen(
+    return tfx_components.CsvExampleGen(
         input_base=config.data_root,
         input_config=input_config(config),
         output_config=output_config(config),
@@ -95,18 +100,18 @@ def overall(**threshold):
         slicing_specs=[tfma.SlicingSpec()], threshold=tfma.MetricThreshold(**threshold))
 
 
-def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
+def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx_pipeline.Pipeline:
     config.validate()
     example_gen = create_example_gen(config)
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
-    example_validator = tfx.components.ExampleValidator(
+    statistics_gen = tfx_components.StatisticsGen(examples=example_gen.outputs['examples'])
+    schema_gen = ImportSchemaGen(schema_file=config.schema_path)
+    example_validator = tfx_components.ExampleValidator(
         statistics=statistics_gen.outputs['statistics'],
         schema=schema_gen.outputs['schema'])
     validation_gate = ValidationGate(
         anomalies=example_validator.outputs['anomalies'],
         allowed_anomalies=config.allowed_anomalies)
-    transform = tfx.components.Transform(
+    transform = tfx_components.Transform(
         examples=example_gen.outputs['examples'],
         schema=schema_gen.outputs['schema'],
         preprocessing_fn=config.preprocessing_fn,
@@ -119,14 +124,14 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
     # Model artifact (has_baseline=0) before anything has been staged.
     baseline = create_baseline_component(config)
 
-    trainer = tfx.components.Trainer(
+    trainer = tfx_components.Trainer(
         run_fn=config.run_fn,
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
         schema=schema_gen.outputs['schema'],
         base_model=baseline.outputs['model'],
-        train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
+        train_args=trainer_pb2.TrainArgs(num_steps=config.train_steps),
+        eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps),
         custom_config=dict(config.hparams),
         # Drops an empty baseline, so fn_args.base_model is None on a first run.
         custom_executor_spec=baseline_trainer_executor_spec())
@@ -150,7 +155,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         tf_serving_root=config.tf_serving_root,
         kserve_storage_uri_prefix=config.kserve_storage_uri_prefix)
 
-    return tfx.dsl.Pipeline(
+    return tfx_pipeline.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, example_validator,

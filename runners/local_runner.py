@@ -83,7 +83,7 @@ def run(config: PipelineConfig, out=print):
     """Runs one pipeline run on config.span (None = latest) or config.span_range;
     returns a RunSummary."""
     config, files = preflight(config)
-    from tfx import v1 as tfx
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     from modules.tf_compat import skip_autograph_for_tf_keras
     skip_autograph_for_tf_keras()  # Evaluator and pusher load Keras models too.
@@ -107,7 +107,7 @@ def run(config: PipelineConfig, out=print):
     out('Beam: %s (%.1f MB of input)' % (' '.join(config.beam_args), input_bytes / 2 ** 20))
     started = time.time()
     with progress_lines(len(pipeline.components), out):
-        tfx.orchestration.LocalDagRunner().run(pipeline)
+        LocalDagRunner().run(pipeline)
     _record_rollout_events(config, connection, out)
     return summary.summarize(connection, config, first_execution_id, time.time() - started)
 
