@@ -10,6 +10,7 @@ import os
 import re
 import sys
 
+from rollout import analyze as analyze_mod
 from rollout import control
 from rollout.errors import RolloutError
 
@@ -112,6 +113,15 @@ def add_subcommands(subparsers):
                     "rollout.json, remove leftovers of interrupted commands "
                     "and back-fill missing audit records.")
     repair.set_defaults(func=cmd_repair)
+
+    analyze = commands.add_parser(
+        "analyze", parents=[common],
+        help="compare canary with stable on live metrics; promote, step, "
+             "hold or roll back",
+        description=analyze_mod.__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    analyze_mod.add_arguments(analyze)
+    analyze.set_defaults(func=cmd_analyze)
     return rollout
 
 
@@ -261,3 +271,9 @@ def cmd_repair(args):
               f"event(s)")
     _print_audit(result["audit"])
     return 0
+
+
+def cmd_analyze(args):
+    """`rollout analyze`: decide from the serving metrics (see rollout/analyze.py)."""
+    return analyze_mod.run(args, _controller(args),
+                           lambda result: _print_result(args, result))

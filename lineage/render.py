@@ -1,0 +1,549 @@
+"""Text rendering of lineage records: the `show` tree, `runs` and `diff` tables.
+
+Only formatting lives here; every fact comes from the record built by
+lineage/build.py, so the text and `--json` never disagree.
+"""
+
+import json
+import sys
+
+METRIC_ORDER = ('auc', 'binary_accuracy', 'example_count', 'loss')
+
+
+def _can_encode(text, stream=None):
+    encoding = getattr(stream or sys.stdout, 'encoding', None) or 'ascii'
+    try:
+        text.encode(encoding)
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
+
+
+class _Glyphs:
+    def __init__(self, unicode_ok):
+        if unicode_ok:
+            self.branch, self.last, self.pipe, self.blank = '├── ', '└── ', '│   ', '    '
+            self.delta, self.arrow = 'Δ', '→'
+        else:
+            self.branch, self.last, self.pipe, self.blank = '|-- ', '`-- ', '|   ', '    '
+            self.delta, self.arrow = 'd', '->'
+
+
+def _glyphs(unicode_ok=None):
+    return _Glyphs(_can_encode('├└│Δ→') if unicode_ok is None else unicode_ok)
+
+
+def when(iso):
+    """'2026-11-25T12:31:37.935Z' -> '2026-11-25 12:31:37 UTC'."""
+    if not iso:
+        return 'unknown time'
+    return iso[:19].replace('T', ' ') + ' UTC'
+
+
+def metric_value(name, value):
+    if value is None:
+        return 'n/a'
+    if name == 'example_count':
+        return '%d' % round(value)
+    return '%.4f' % value
+
+
+def metric_delta(name, value):
+    if value is None:
+        return ''
+    if abs(value) < 0.00005:
+        value = 0.0  # Float noise (e.g. -1e-16) would print as -0.0000.
+    if name == 'example_count':
+        return '%+d' % round(value)
+    return '%+.4f' % value
+
+
+def _ordered(names):
+    names = set(names)
+    return [m for m in METRIC_ORDER if m in names] + sorted(names - set(METRIC_ORDER))
+
+
+class _Node:
+    def __init__(self, title, details=(), children=()):
+        self.title = title
+        self.details = list(details)
+        self.children = list(children)
+
+
+def _render_tree(node, glyphs, prefix='', is_last=True, is_root=True, out=None):
+    out = [] if out is None else out
+    if is_root:
+        out.append(node.title)
+        child_prefix = ''
+    else:
+        out.append(prefix + (glyphs.last if is_last else glyphs.branch) + node.title)
+        child_prefix = prefix + (glyphs.blank if is_last else glyphs.pipe)
+    detail_prefix = child_prefix + (glyphs.pipe if node.children else glyphs.blank)
+    for line in node.details:
+        out.append((detail_prefix + line).rstrip())
+    for i, child in enumerate(node.children):
+        _render_tree(child, glyphs, child_prefix, i == len(node.children) - 1, False, out)
+    return out
+
+
+def _kv(label, value, width=17):
+    return f'{label:<{width}}{value}'
+
+
+def _ref(artifact):
+    return f'{artifact["type"]} #{artifact["id"]}'
+
+
+def _version_label(ref):
+    version = (ref or {}).get('version')
+    return f' (v{version})' if version is not None else ' (never pushed)'
+
+
+def _baseline_text(ref):
+    text = f'{_ref(ref)}{_version_label(ref)}'
+    if ref.get('copied_from'):
+        text += f', a copy of {ref["copied_from"]}'
+    return text
+
+
+def _hparams_text(hparams):
+    return ' '.join(f'{k}={json.dumps(v)}' for k, v in sorted(hparams.items()))
+
+
+def _served_headline(record):
+    pushed = record.get('pushed_model') or {}
+    served = record.get('served')
+    name = record['model_name']
+    if not pushed:
+        return f'{name}: {_ref(record["model"])} (never pushed)'
+    version = pushed.get('version')
+    if not pushed.get('pushed'):
+        return f'{name}: {_ref(record["model"])}, not pushed (not blessed)'
+    if served is None:
+        return f'{name} v{version}: serving state unknown'
+    role = served['role']
+    if role == 'not serving':
+        text = f'{name} v{version}: not serving now'
+        parts = []
+        if served.get('stable_version') is not None:
+            parts.append(f'stable v{served["stable_version"]}')
+        if served.get('canary_version') is not None:
+            parts.append(f'canary v{served["canary_version"]}')
+        return text + (f' ({", ".join(parts)})' if parts else '')
+    text = f'{name} v{version}: {role}'
+    if served.get('traffic_percent') is not None:
+        text += f', {served["traffic_percent"]}% of traffic'
+    other = 'canary_version' if role == 'stable' else 'stable_version'
+    if served.get(other) is not None:
+        text += f' ({other.split("_")[0]} v{served[other]})'
+    return text
+
+
+def _threshold_text(row):
+    if row['kind'] == 'value':
+        parts = []
+        if 'lower_bound' in row:
+            parts.append(f'>= {row["lower_bound"]:.4g}')
+        if 'upper_bound' in row:
+            parts.append(f'<= {row["upper_bound"]:.4g}')
+        text = f'{row["metric"]} {" and ".join(parts)}'
+    else:
+        bounds = []
+        higher = row.get('direction') == 'higher_is_better'
+        if 'absolute' in row:
+            bounds.append(f'{"change" if higher else "change"} {">=" if higher else "<="} '
+                          f'{row["absolute"]:+.4g}')
+        if 'relative' in row:
+            bounds.append(f'relative change {">=" if higher else "<="} {row["relative"]:+.4g}')
+        text = f'{row["metric"]} {" and ".join(bounds)} vs baseline'
+    return f'{text} [{row["slices"]}]'
+
+
+def _metrics_block(evaluation, glyphs, show_slices):
+    lines = []
+    overall = evaluation.get('overall')
+    if overall is None:
+        lines.append(_kv('metrics', 'not readable (evaluation files missing)'))
+        return lines
+    has_baseline = bool(overall.get('baseline'))
+    header = f'{"overall":<17}{"candidate":>10}'
+    if has_baseline:
+        header += f'{"baseline":>10}{glyphs.delta:>10}'
+    lines.append(header)
+    for name in _ordered(overall['candidate']):
+        row = f'  {name:<15}{metric_value(name, overall["candidate"].get(name)):>10}'
+        if has_baseline:
+            row += (f'{metric_value(name, overall["baseline"].get(name)):>10}'
+                    f'{metric_delta(name, overall["diff"].get(name)):>10}')
+        lines.append(row)
+    slices = evaluation.get('slices') or []
+    if not slices:
+        return lines
+    if not show_slices:
+        lines.append(f'per slice        {len(slices)} slices (omitted; drop --no-slices)')
+        return lines
+    width = max(len(s['slice']) for s in slices) + 2
+    metrics = [m for m in _ordered(overall['candidate']) if m not in ('example_count', 'loss')]
+    head = f'{"per slice":<{width + 2}}{"examples":>8}'
+    for m in metrics:
+        head += f'  {m:>{max(len(m), 8)}}'
+        if has_baseline:
+            head += f' {glyphs.delta + " base":>8}'
+    lines.append(head)
+    for s in slices:
+        count = metric_value('example_count', s['candidate'].get('example_count'))
+        row = f'  {s["slice"]:<{width}}{count:>8}'
+        for m in metrics:
+            row += f'  {metric_value(m, s["candidate"].get(m)):>{max(len(m), 8)}}'
+            if has_baseline:
+                row += f' {metric_delta(m, s["diff"].get(m)):>8}'
+        lines.append(row)
+    return lines
+
+
+def _event_line(event, glyphs):
+    to = event.get('to') or {}
+    state = []
+    if to.get('stable') is not None:
+        traffic = to.get('traffic') or 0
+        share = 100 - traffic if to.get('canary') is not None else 100
+        state.append(f'stable v{to["stable"]} {share}%')
+    if to.get('canary') is not None:
+        state.append(f'canary v{to["canary"]} {to.get("traffic") or 0}%')
+    version = f'v{event["version"]}' if event.get('version') is not None else ''
+    who = event.get('actor') or 'unknown'
+    why = f': {event["reason"]}' if event.get('reason') else ''
+    link = '' if event.get('linked') else '  (other version)'
+    return (f'{when(event.get("at"))}  {event.get("event") or "?":<16}{version:<5}'
+            f'{glyphs.arrow} {", ".join(state) or "nothing served"}   {who}{why}{link}')
+
+
+def show_text(record, show_slices=True, unicode_ok=None):
+    """The readable tree of one `lineage show` record."""
+    g = _glyphs(unicode_ok)
+    lines = [_served_headline(record)]
+    served = record.get('served')
+    if served and served.get('source'):
+        lines.append(f'  serving state from {served["source"]}')
+    lines.append(f'  pipeline {record["pipeline"]}, {record["store"]}')
+    lines.append('  (Type #N: artifact id N; execution N: execution id N)')
+    lines.append('')
+
+    model = record['model']
+    model_node = _Node(f'{_ref(model)}  {model["uri"]}')
+    trainer = record.get('trainer')
+    if trainer:
+        fingerprint = trainer.get('module_fingerprint') or {}
+        code = (f'sha256 {fingerprint["sha256"]} ({fingerprint["detail"]})'
+                if fingerprint.get('recorded') else
+                f'not fingerprinted ({fingerprint.get("detail", "")})')
+        details = [
+            _kv('run', f'{trainer.get("run") or "?"}, started {when(trainer.get("started_at"))}'
+                       f' ({trainer.get("seconds")} s)'),
+            _kv('run_fn', trainer.get('run_fn') or 'n/a'),
+            _kv('module code', code),
+            _kv('steps', f'train {trainer.get("train_steps")}, eval {trainer.get("eval_steps")}'),
+            _kv('custom_config', json.dumps(trainer.get('custom_config') or {}, sort_keys=True)),
+        ]
+        if trainer.get('hyperparameters'):
+            details.append(_kv('hyperparameters', _hparams_text(trainer['hyperparameters'])))
+            details.append(_kv('', f'({trainer.get("hyperparameters_note")})'))
+        base = trainer.get('base_model')
+        details.append(_kv('warm start from', _baseline_text(base)
+                           if base else 'nothing (trained from scratch)'))
+        if trainer.get('model_run'):
+            details.append(_kv('TensorBoard logs', trainer['model_run']['uri']))
+        model_node.children.append(_Node(
+            f'Trainer execution {trainer["execution_id"]}  {trainer["state"]}', details))
+
+    transform = record.get('transform')
+    if transform and transform.get('transform_graph'):
+        tg = transform['transform_graph']
+        model_node.children.append(_Node(f'{_ref(tg)}  {tg["uri"]}', [
+            _kv('made by', f'Transform execution {transform.get("execution_id")} '
+                           f'{transform.get("state")}, run {transform.get("run")}'),
+            _kv('preprocessing_fn', transform.get('preprocessing_fn') or
+                transform.get('module_file') or 'n/a'),
+        ]))
+
+    examples = record.get('examples')
+    if examples:
+        splits = examples.get('splits')
+        split_text = (', '.join(f'{k} {v}' for k, v in sorted(splits.items(), reverse=True))
+                      if splits else 'unknown (statistics not readable)')
+        gen = examples.get('produced_by') or {}
+        spans = (f'spans {examples["span_range"]}' if examples.get('span_range')
+                 else f'span {examples.get("span")}')
+        ex_node = _Node(
+            f'{_ref(examples)}  {spans}, version '
+            f'{examples.get("version") if examples.get("version") is not None else "n/a"}'
+            f'  {examples["uri"]}', [
+                _kv('input', f'{examples.get("input_base")}: '
+                             f'{", ".join(p for p in examples.get("input_patterns") or [] if p)}'),
+                _kv('fingerprint', examples.get('input_fingerprint') or 'n/a'),
+                _kv('splits', split_text),
+                _kv('made by', f'{gen.get("type")} execution {gen.get("execution_id")} '
+                               f'{gen.get("state")}, '
+                               f'run {gen.get("run")}'),
+            ])
+        stats = record.get('statistics')
+        if stats:
+            ex_node.children.append(_Node(f'{_ref(stats)}  {stats["uri"]}'))
+        schema = record.get('schema')
+        if schema:
+            source = schema.get('source_file') or schema['uri']
+            ex_node.children.append(_Node(
+                f'{_ref(schema)}  {source}',
+                [_kv('features', schema['features'] if schema.get('features') is not None
+                     else 'unknown (schema file not readable)')]))
+        anomalies = record.get('anomalies')
+        if anomalies:
+            by_split = anomalies.get('by_split')
+            if by_split is None:
+                found = ['not readable (files missing)']
+            else:
+                found = [f'{split}: {row["feature"]}: {row["description"]}'
+                         for split, rows in sorted(by_split.items()) for row in rows]
+            title = (f'{_ref(anomalies)}  ' +
+                     ('no anomalies' if anomalies.get('count') == 0 else
+                      f'{anomalies.get("count")} anomalies'
+                      if anomalies.get('count') is not None else ''))
+            ex_node.children.append(_Node(title, found if anomalies.get('count') != 0 else []))
+        gate = record.get('validation_gate')
+        if gate:
+            allowed = ', '.join(gate.get('allowed_anomalies') or []) or 'none'
+            ex_node.children.append(_Node(
+                f'ValidationGate execution {gate["execution_id"]}  '
+                f'{"passed" if gate.get("passed") else "blocked (" + gate["state"] + ")"}',
+                [_kv('allowed', allowed)]))
+        model_node.children.append(ex_node)
+
+    evaluation = record.get('evaluation')
+    if evaluation:
+        verdict = {True: 'BLESSED', False: 'NOT BLESSED', None: 'no blessing'}[
+            evaluation.get('blessed')]
+        baseline = evaluation.get('baseline')
+        details = [_kv('run', f'{evaluation.get("run")}'),
+                   _kv('baseline', _baseline_text(baseline) if baseline
+                       else 'none (nothing served yet: value thresholds only)')]
+        thresholds = evaluation.get('thresholds') or []
+        for i, row in enumerate(thresholds):
+            details.append(_kv('thresholds' if i == 0 else '', _threshold_text(row)))
+        validation = evaluation.get('validation')
+        if validation is not None:
+            details.append(_kv('validation', 'all thresholds met' if validation['ok'] else
+                               'FAILED: ' + '; '.join(validation['failures'])))
+        details.extend(_metrics_block(evaluation, g, show_slices))
+        model_node.children.append(_Node(
+            f'Evaluator execution {evaluation["execution_id"]}  {verdict}', details))
+
+    pushed = record.get('pushed_model')
+    if pushed:
+        pusher = pushed.get('produced_by') or {}
+        if pushed.get('pushed'):
+            staged = f'staged as {pushed.get("role_at_push")}'
+            if pushed.get('challenged_stable_version'):
+                staged += f' against stable v{pushed["challenged_stable_version"]}'
+            title = (f'{_ref(pushed)}  v{pushed.get("version")} {g.arrow} '
+                     f'{pushed.get("destination")}')
+        else:
+            staged = 'not pushed (model not blessed)'
+            title = f'{_ref(pushed)}  not pushed'
+        root = _Node(title, [
+            _kv('pushed' if pushed.get('pushed') else 'recorded',
+                f'{when(pushed.get("created_at"))}, {staged}'),
+            _kv('made by', f'{pusher.get("type")} execution {pusher.get("execution_id")}, '
+                           f'run {pusher.get("run")}'),
+        ], [model_node])
+    else:
+        root = model_node
+    lines.extend(_render_tree(root, g))
+
+    events = record.get('rollout_events') or []
+    lines.append('')
+    lines.append(f'Rollout events (context rollout.{record["model_name"]}):' if events else
+                 'Rollout events: none recorded for this version')
+    for event in events:
+        lines.append('  ' + _event_line(event, g))
+    for warning in record.get('warnings') or []:
+        lines.append(f'warning: {warning}')
+    return '\n'.join(lines)
+
+
+def runs_text(record):
+    """The `lineage runs` table, newest run first."""
+    rows = record['runs']
+    if not rows:
+        return f'no runs of pipeline {record["pipeline"]} in {record["store"]}'
+    table = [('RUN', 'STARTED', 'TIME', 'STATUS', 'SPANS', 'BLESSED', 'PUSHED')]
+    for run in rows:
+        blessed = {True: 'yes', False: 'no', None: '-'}[run['blessed']]
+        pushed = '-'
+        if run['pushed_version'] is not None:
+            pushed = f'v{run["pushed_version"]}'
+            if run.get('serving_now'):
+                pushed += f' ({run["serving_now"]} now)' if run['serving_now'] != 'not serving' \
+                    else ' (not serving)'
+        table.append((run['run'], when(run['started_at']),
+                      f'{run["seconds"]} s' if run['seconds'] is not None else '-',
+                      run['status'], ','.join(map(str, run['spans'])) or '-', blessed, pushed))
+    widths = [max(len(str(r[i])) for r in table) for i in range(len(table[0]))]
+    lines = ['  '.join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    footer = f'{len(rows)} run(s) of {record["pipeline"]}, newest first; {record["store"]}'
+    if record.get('limit') and len(rows) == record['limit']:
+        footer += f' (limited to {record["limit"]}; --limit 0 for all)'
+    return '\n'.join(lines + [footer])
+
+
+def _cell(value):
+    if value is None:
+        return '-'
+    if isinstance(value, dict):
+        return ', '.join(f'{k} {v}' for k, v in sorted(value.items(), reverse=True)) or '-'
+    if isinstance(value, bool):
+        return 'yes' if value else 'no'
+    return str(value)
+
+
+def _serving_cell(summary):
+    served = summary.get('served')
+    if not served:
+        return 'unknown'
+    if served['role'] == 'not serving':
+        return 'not serving'
+    share = served.get('traffic_percent')
+    return served['role'] + (f', {share}% of traffic' if share is not None else '')
+
+
+def diff_text(record, show_slices=True, unicode_ok=None):
+    """The side-by-side `lineage diff` table."""
+    g = _glyphs(unicode_ok)
+    a, b = record['a'], record['b']
+    la, lb = a['label'], b['label']
+    rows = [('', la, lb, '')]
+
+    def add(label, pair_or_a, b_value=None, changed=None):
+        if isinstance(pair_or_a, dict) and 'changed' in pair_or_a and b_value is None:
+            va, vb, ch = pair_or_a['a'], pair_or_a['b'], pair_or_a['changed']
+        else:
+            va, vb, ch = pair_or_a, b_value, (pair_or_a != b_value if changed is None else changed)
+        rows.append((label, _cell(va), _cell(vb), 'changed' if ch else ''))
+
+    add('serving', _serving_cell(a), _serving_cell(b), changed=False)
+    add('pushed model', f'#{a["pushed_model_id"]}', f'#{b["pushed_model_id"]}', changed=False)
+    add('run', a['run'], b['run'], changed=False)
+    data = record['data']
+    add('span', data['span'])
+    add('examples', {**data['examples_id'], 'a': f'Examples #{data["examples_id"]["a"]}',
+                     'b': f'Examples #{data["examples_id"]["b"]}'})
+    add('input fingerprint', _fingerprint_pair(data['input_fingerprint']))
+    add('split sizes', data['splits'])
+    add('anomalies', data['anomalies'])
+    schema = record.get('schema')
+    if schema:
+        if schema['same_artifact']:
+            add('schema', f'Schema #{schema["a_id"]}', f'Schema #{schema["b_id"]}', changed=False)
+        else:
+            parts = []
+            for key in ('added', 'removed'):
+                if schema.get(key):
+                    parts.append(f'{key} {", ".join(schema[key])}')
+            if schema.get('changed'):
+                parts.append('changed ' + ', '.join(c['feature'] for c in schema['changed']))
+            if schema.get('unreadable'):
+                parts.append('files not readable')
+            add('schema', f'Schema #{schema["a_id"]}', f'Schema #{schema["b_id"]}',
+                changed=bool(parts) or None)
+            if parts:
+                rows.append(('', '', '; '.join(parts), ''))
+    training = record['training']
+    add('run_fn', training['run_fn'])
+    add('module source hash', {**training['module_fingerprint'],
+                               'a': training['module_fingerprint']['a'] or 'not recorded',
+                               'b': training['module_fingerprint']['b'] or 'not recorded'})
+    add('preprocessing_fn', training['preprocessing_fn'])
+    add('train steps', training['train_steps'])
+    add('eval steps', training['eval_steps'])
+    add('warm start from', {**training['base_model_version'],
+                            'a': _vlabel(training['base_model_version']['a']),
+                            'b': _vlabel(training['base_model_version']['b'])})
+    for row in training['hyperparameters']:
+        add(f'hparam {row["name"]}', json.dumps(row['a']), json.dumps(row['b']),
+            changed=row['changed'])
+    for row in training['custom_config']:
+        add(f'custom_config {row["name"]}', json.dumps(row['a']), json.dumps(row['b']),
+            changed=True)
+    evaluation = record['evaluation']
+    add('blessed', evaluation['blessed'])
+    add('baseline', {**evaluation['baseline_version'],
+                     'a': _vlabel(evaluation['baseline_version']['a'], 'none'),
+                     'b': _vlabel(evaluation['baseline_version']['b'], 'none')})
+
+    widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
+    lines = [f'lineage diff {record["model_name"]} {la} vs {lb}  (pipeline {record["pipeline"]}, '
+             f'{record["store"]})', '']
+    lines += ['  '.join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+    lines += ['', f'Metrics ({evaluation["note"]}):']
+    lines += _metric_rows(evaluation['slices'], la, lb, g, show_slices)
+    h2h = evaluation.get('head_to_head')
+    if h2h:
+        lines += ['', f'Head to head on the same data: {h2h["evaluated_in"]}\'s evaluation '
+                      f'(span {h2h["span"]} eval split), {h2h["baseline"]} was its baseline:']
+        lines += _metric_rows(h2h['slices'], la, lb, g, show_slices)
+    for warning in record.get('warnings') or []:
+        lines.append(f'warning: {warning}')
+    return '\n'.join(lines)
+
+
+def _fingerprint_pair(pair):
+    """Only the parts of two ExampleGen fingerprints that differ (they are long)."""
+    a, b = pair['a'] or '', pair['b'] or ''
+    if not pair['changed'] or not a or not b:
+        short = lambda t: t if len(t) <= 40 else t[:37] + '...'  # noqa: E731
+        return {**pair, 'a': short(a) or None, 'b': short(b) or None}
+    pa, pb = a.split(','), b.split(',')
+    if len(pa) != len(pb):
+        return pair
+    keep = [i for i, (x, y) in enumerate(zip(pa, pb)) if x != y]
+    return {**pair, 'a': ','.join(pa[i] for i in keep), 'b': ','.join(pb[i] for i in keep)}
+
+
+def _vlabel(version, none='-'):
+    return f'v{version}' if version is not None else none
+
+
+def _metric_rows(slices, la, lb, g, show_slices=True):
+    """Overall metrics one per line, then one compact line per slice."""
+    if not slices:
+        return ['  (no metrics readable)']
+    out = []
+    overall = [s for s in slices if s['slice'] == 'overall']
+    rest = [s for s in slices if s['slice'] != 'overall']
+    for s in overall:
+        out.append(f'  {"overall":<17}{la:>10}{lb:>10}{g.delta:>10}')
+        for m in _ordered(s['metrics']):
+            cell = s['metrics'][m]
+            out.append(f'    {m:<15}{metric_value(m, cell["a"]):>10}'
+                       f'{metric_value(m, cell["b"]):>10}{metric_delta(m, cell["delta"]):>10}')
+    if not rest:
+        return out
+    if not show_slices:
+        return out + [f'  {len(rest)} slices (omitted; drop --no-slices)']
+    width = max(len(s['slice']) for s in rest) + 2
+    metrics = [m for m in _ordered({m for s in rest for m in s['metrics']})
+               if m not in ('example_count', 'loss')]
+    head = f'  {"per slice":<{width}}{"examples " + la:>12}{lb:>6}'
+    for m in metrics:
+        head += f'  {m + " " + la:>{len(m) + 4}}{lb:>8}{g.delta:>8}'
+    out.append(head)
+    for s in rest:
+        counts = s['metrics'].get('example_count', {})
+        row = (f'  {s["slice"]:<{width}}{metric_value("example_count", counts.get("a")):>12}'
+               f'{metric_value("example_count", counts.get("b")):>6}')
+        for m in metrics:
+            cell = s['metrics'].get(m, {})
+            row += (f'  {metric_value(m, cell.get("a")):>{len(m) + 4}}'
+                    f'{metric_value(m, cell.get("b")):>8}{metric_delta(m, cell.get("delta")):>8}')
+        out.append(row)
+    return out

@@ -1,0 +1,186 @@
+"""`tfx-canary serve` and `tfx-canary capture ...` (registered by runners/cli.py).
+
+Only argparse is imported here: TensorFlow, TFDV and the HTTP stack are
+imported by the handlers, so `tfx-canary --help` stays instant.
+"""
+import argparse
+import json
+import os
+import sys
+
+from pipeline.errors import TfxCanaryError
+
+DEFAULT_SERVING_ROOT = './workspace/serving'
+DEFAULT_WORKSPACE = './workspace'
+DEFAULT_CAPTURE_DIR = './workspace/capture'
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    def _get_help_string(self, action):
+        if action.default in (None, [], False, argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_subcommands(subparsers):
+    _add_serve(subparsers)
+    _add_capture(subparsers)
+
+
+def _add_serve(subparsers):
+    p = subparsers.add_parser(
+        'serve', formatter_class=_Formatter,
+        help="serve the staged models with TF Serving's REST API, routed by the rollout",
+        description="Serve the staged stable/canary versions with TF Serving's REST API "
+                    '(/v1/models/NAME:predict, /versions/N, /labels/{stable,canary}, status, '
+                    'metadata). Unversioned predicts follow the rollout\'s traffic split '
+                    '(split mode) or always get stable\'s answer while the canary gets a '
+                    'copy (shadow mode). rollout.json is followed without a restart: new '
+                    'versions load before traffic moves, old ones stay until their requests '
+                    'finish. Metrics: /metrics (Prometheus) and /monitoring/snapshot (JSON, '
+                    'also written to <serving-root>/<model>/serving-metrics.json for '
+                    '`tfx-canary rollout analyze`).',
+        epilog='Examples:\n'
+               '  tfx-canary serve                                 # split mode on :8501\n'
+               '  tfx-canary serve --mode shadow --capture-rate 0.1\n'
+               '  curl -d \'{"signature_name": "predict_raw", "instances": [{...}]}\' \\\n'
+               '       -H "X-Request-Key: user-42" localhost:8501/v1/models/taxi:predict')
+    p.add_argument('--serving-root', default=DEFAULT_SERVING_ROOT,
+                   help='folder CanaryPusher stages into (<model>/<version>/, rollout.json)')
+    p.add_argument('--model-name', action='append', metavar='NAME',
+                   help='model to serve, repeatable (default: every model with a rollout.json)')
+    p.add_argument('--host', default='127.0.0.1',
+                   help='address to listen on (0.0.0.0 for all interfaces)')
+    p.add_argument('--port', type=int, default=8501, help="port (TF Serving's REST default)")
+    p.add_argument('--mode', choices=('split', 'shadow'), default='split',
+                   help='split: the canary answers its traffic percent; shadow: stable '
+                        'answers everything and the canary gets a copy of each request')
+    p.add_argument('--sticky-header', default='X-Request-Key',
+                   help='request header whose value pins a caller to one version ("" to '
+                        'disable)')
+    p.add_argument('--sticky-field', default='request_key',
+                   help='top-level JSON field used as the key when the header is absent '
+                        "(TF Serving ignores unknown top-level fields; \"\" to disable)")
+    p.add_argument('--poll-seconds', type=float, default=1.0,
+                   help='how often to check rollout.json for changes')
+    p.add_argument('--shadow-threshold', type=float, default=0.5,
+                   help='decision threshold for shadow agreement (same side = agree)')
+    p.add_argument('--capture-rate', type=float, default=0.0,
+                   help='fraction of requests whose rows are captured (0 = off; captured '
+                        'rows are production data: mind your privacy rules)')
+    p.add_argument('--capture-dir', default=DEFAULT_CAPTURE_DIR,
+                   help='capture root; rows go to <dir>/span-N/part-*.csv')
+    p.add_argument('--capture-span', type=int, default=None,
+                   help='span number to capture into (default: the highest span-N already '
+                        'in --capture-dir, else 1)')
+    p.add_argument('--capture-schema', default=None,
+                   help='schema giving the CSV header (default: the bundled taxi schema)')
+    p.add_argument('--capture-rotate-rows', type=int, default=10000,
+                   help='publish a part after this many rows')
+    p.add_argument('--capture-rotate-seconds', type=float, default=300.0,
+                   help='publish a part after this many seconds')
+    p.add_argument('--capture-timestamp-column', default='trip_start_timestamp',
+                   help='column filled with the request time when the client does not send '
+                        'it ("" for none)')
+    p.set_defaults(func=cmd_serve)
+
+
+def _add_capture(subparsers):
+    p = subparsers.add_parser(
+        'capture', help='check captured serving data (TFDV skew and drift)',
+        description='Work with the requests `tfx-canary serve --capture-rate` captured.')
+    commands = p.add_subparsers(dest='capture_command', metavar='COMMAND', title='commands')
+    commands.required = True
+    v = commands.add_parser(
+        'validate', formatter_class=_Formatter,
+        help='TFDV: captured data vs. the training statistics and schema',
+        description='Compute TFDV statistics of a captured span and check them against the '
+                    'schema in the SERVING environment, for training/serving skew (the '
+                    "schema's skew comparators) and for drift (its drift comparators; vs. the "
+                    'previous capture span, or the training statistics for the first). Exit '
+                    'status 0: no anomalies; 1: anomalies found; 2: cannot run.')
+    v.add_argument('--capture-dir', default=DEFAULT_CAPTURE_DIR, help='capture root')
+    v.add_argument('--span', type=int, default=None,
+                   help='captured span to check (default: the latest)')
+    v.add_argument('--workspace', default=DEFAULT_WORKSPACE,
+                   help='pipeline workspace: the newest schema and training statistics are '
+                        'taken from its outputs')
+    v.add_argument('--schema', default=None, help='schema.pbtxt instead of the workspace\'s')
+    v.add_argument('--stats', default=None,
+                   help="training statistics (FeatureStats.pb or its Split-train folder) "
+                        "instead of the workspace's")
+    v.add_argument('--json', action='store_true', help='print the report as JSON')
+    v.set_defaults(func=cmd_capture_validate)
+
+
+def _capture_writer(args, metrics):
+    from serving import capture
+    if args.capture_rate <= 0:
+        return None
+    if args.capture_rate > 1:
+        raise TfxCanaryError('--capture-rate must be between 0 and 1, got %s'
+                             % args.capture_rate)
+    schema = args.capture_schema
+    if schema is None:
+        from pipeline.configs import PipelineConfig
+        schema = PipelineConfig().schema_path
+    if not os.path.isfile(schema):
+        raise TfxCanaryError('--capture-schema %s does not exist' % schema)
+    span = args.capture_span
+    if span is None:
+        span = capture.latest_span(args.capture_dir) or 1
+    sink = capture.CsvFileSink(args.capture_dir, span, capture.header_from_schema(schema),
+                               max_rows=args.capture_rotate_rows,
+                               max_seconds=args.capture_rotate_seconds)
+    for path in sink.recovered:
+        print('capture: recovered %s' % path, file=sys.stderr)
+    return capture.CaptureWriter(sink, args.capture_rate,
+                                 timestamp_column=args.capture_timestamp_column or None,
+                                 metrics=metrics)
+
+
+def cmd_serve(args):
+    import logging
+
+    from serving.server import ModelServer, ServerConfig, serve_forever
+
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
+    logging.getLogger('serving').setLevel(logging.INFO)
+    root = os.path.abspath(args.serving_root)
+    if not os.path.isdir(root):
+        raise TfxCanaryError('serving root %s does not exist: pass --serving-root (where the '
+                             'pipeline staged models, e.g. workspace/serving)' % root)
+    config = ServerConfig(root, tuple(args.model_name) if args.model_name else None,
+                          mode=args.mode, sticky_header=args.sticky_header or None,
+                          sticky_field=args.sticky_field or None,
+                          poll_seconds=args.poll_seconds,
+                          shadow_threshold=args.shadow_threshold)
+    server = ModelServer(config)
+    if not server.registry.models:
+        raise TfxCanaryError('no models under %s: expected <model>/rollout.json (run '
+                             '`tfx-canary run` first)' % root)
+    server.capture = _capture_writer(args, server.metrics)
+    print('tfx-canary serve: %s (%s mode) on http://%s:%d/v1/models/%s  [Ctrl-C to stop]'
+          % (root, args.mode, args.host, args.port, ','.join(server.registry.models)),
+          file=sys.stderr)
+    if server.capture is not None:
+        print('capturing %.0f%% of requests into %s' % (100 * args.capture_rate,
+                                                        server.capture.sink.directory),
+              file=sys.stderr)
+    try:
+        serve_forever(server, args.host, args.port)
+    except OSError as e:
+        raise TfxCanaryError('cannot listen on %s:%d: %s' % (args.host, args.port,
+                                                             e.strerror)) from None
+    return 0
+
+
+def cmd_capture_validate(args):
+    from serving import validate
+    report = validate.validate(args.capture_dir, args.span, args.workspace, args.schema,
+                               args.stats)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print(validate.format_report(report))
+    return 0 if report['ok'] else 1

@@ -1,0 +1,489 @@
+"""`tfx-canary serve`: TF Serving's REST API over the staged versions, with the
+rollout's traffic split (or shadow mode), metrics and request capture.
+
+Endpoints (TF Serving's, same bodies and status codes):
+
+    GET  /v1/models/NAME[/versions/N | /labels/L]            model status
+    GET  /v1/models/NAME[/versions/N | /labels/L]/metadata   signatures
+    POST /v1/models/NAME:predict                              routed by the rollout
+    POST /v1/models/NAME/versions/N:predict                   one version
+    POST /v1/models/NAME/labels/{stable,canary}:predict       one role
+
+and ours: GET /metrics (also at TF Serving's /monitoring/prometheus/metrics)
+and GET /monitoring/snapshot (the JSON `rollout analyze` reads).
+
+Everything CPU-bound for a request (JSON, tensors, the model) runs in one
+worker-thread hop; the event loop only moves bytes. Shadow calls run on
+their own small thread limiter so they cannot starve client requests, and are
+dropped (and counted) rather than queued without bound.
+"""
+import asyncio
+import dataclasses
+import json
+import logging
+import re
+import socket
+import threading
+import time
+
+import anyio
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+from rollout import fsutil
+from serving import codec, routing
+from serving.capture import CaptureBatch, feature_rows
+from serving.errors import ServingError, invalid_argument, not_found
+from serving.metrics import ServingMetrics, default_snapshot_path
+from serving.models import ModelRegistry, ModelVersion
+
+logger = logging.getLogger(__name__)
+
+JSON = 'application/json'
+# TF Serving's own path grammar (model_servers/http_rest_api_util.cc),
+# case-insensitive like its RE2 patterns.
+_PREDICT_RE = re.compile(
+    r'/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?'
+    r':(classify|regress|predict)', re.IGNORECASE)
+_STATUS_RE = re.compile(
+    r'/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?',
+    re.IGNORECASE)
+PREDICT_OUTPUT = 'probabilities'
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    serving_root: str
+    model_names: tuple = None             # None: every model with a rollout.json
+    mode: str = routing.SPLIT
+    sticky_header: str = 'X-Request-Key'
+    sticky_field: str = 'request_key'
+    poll_seconds: float = 1.0
+    shadow_threshold: float = 0.5
+    shadow_max_pending: int = 256
+    shadow_threads: int = 2
+    snapshot_seconds: float = 5.0
+    snapshot_path: str = None             # None: <serving_root>/<model>/serving-metrics.json
+    capture: object = None                # a capture.CaptureWriter, or None
+    version_headers: bool = True          # X-Model-Version / X-Model-Role on predict
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a predict call produced, for the async side (metrics, shadow, capture)."""
+    status: int
+    body: bytes
+    model: object = None
+    role: str = None
+    route: str = None
+    seconds: float = 0.0
+    probabilities: list = None
+    request: object = None
+    arrays: dict = None
+    specs: dict = None
+    plan: object = None
+
+
+def _probabilities(outputs):
+    """One probability per row, if the model has one scalar output per row."""
+    array = outputs.get(PREDICT_OUTPUT)
+    if array is None and len(outputs) == 1:
+        array = next(iter(outputs.values()))
+    if array is None or array.ndim == 0:
+        return []
+    rows = array.reshape(array.shape[0], -1)
+    if rows.shape[1] != 1 or rows.dtype.kind != 'f':
+        return []
+    return [float(v) for v in rows[:, 0]]
+
+
+class ModelServer:
+    """The application state: models, metrics, capture, shadow bookkeeping."""
+
+    def __init__(self, config, loader=ModelVersion):
+        if config.mode not in routing.MODES:
+            raise ValueError('mode must be one of %s' % ', '.join(routing.MODES))
+        self.config = config
+        self.metrics = ServingMetrics(config.mode, config.shadow_threshold)
+        self.registry = ModelRegistry(config.serving_root, config.model_names,
+                                      config.poll_seconds, loader,
+                                      on_change=self.metrics.rollout_changed)
+        self.capture = config.capture
+        self._shadow_pending = 0
+        self._shadow_tasks = set()
+        self._shadow_limiter = None
+        self._stop = threading.Event()
+        self._snapshot_thread = None
+        self._snapshot_failed = set()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self):
+        self.registry.start()
+        self._snapshot_thread = threading.Thread(target=self._snapshot_loop,
+                                                 name='metrics-snapshot', daemon=True)
+        self._snapshot_thread.start()
+
+    async def stop(self):
+        # Let mirrored calls finish (bounded): their results are metrics.
+        if self._shadow_tasks:
+            await asyncio.wait(set(self._shadow_tasks), timeout=10)
+        self._stop.set()
+        if self._snapshot_thread is not None:
+            self._snapshot_thread.join(timeout=10)
+        self.registry.stop()
+        if self.capture is not None:
+            await anyio.to_thread.run_sync(self.capture.close)
+        self.write_snapshots()
+
+    def snapshot_path(self, model_name):
+        return self.config.snapshot_path or default_snapshot_path(
+            self.registry.serving_root, model_name)
+
+    def write_snapshots(self):
+        """Writes the metrics snapshot file(s) `rollout analyze` reads, atomically.
+
+        By default one per model, next to its rollout.json; with
+        config.snapshot_path, one file holding every model.
+        """
+        snapshot = self.metrics.snapshot()
+        if self.config.snapshot_path:
+            targets = [(self.config.snapshot_path, snapshot)]
+        else:
+            targets = [(self.snapshot_path(name),
+                        dict(snapshot, models={name: snapshot['models'].get(name)}))
+                       for name in self.registry.models]
+        for path, one in targets:
+            try:
+                fsutil.atomic_write_text(path, json.dumps(one, indent=1) + '\n')
+                self._snapshot_failed.discard(path)
+            except OSError as e:
+                if path not in self._snapshot_failed:  # once, not every few seconds
+                    logger.warning('cannot write metrics snapshot %s: %s (rollout analyze '
+                                   'can read --metrics http://HOST:PORT instead)', path, e)
+                self._snapshot_failed.add(path)
+
+    def _snapshot_loop(self):
+        while not self._stop.wait(self.config.snapshot_seconds):
+            self.write_snapshots()
+
+    # ------------------------------------------------------------ predict
+
+    def predict_sync(self, name, version, label, body, header_key):
+        """Handles one predict call end to end; runs in a worker thread."""
+        started = time.perf_counter()
+        outcome = Outcome(status=200, body=b'')
+        target = None
+        try:
+            request = codec.parse_request(body)
+            outcome.request = request
+            served = self.registry.get(name)
+            plan = served.plan
+            outcome.plan = plan
+            if version is not None:
+                target, outcome.route = plan.by_version(version), 'version'
+            elif label is not None:
+                target, outcome.route = plan.by_label(label), 'label'
+            else:
+                key = header_key
+                if key is None and self.config.sticky_field:
+                    field = request.document.get(self.config.sticky_field)
+                    key = None if field is None else str(field)
+                target, _ = routing.choose(plan, key, self.config.mode)
+                outcome.route = self.config.mode
+                if target is None:
+                    raise not_found('Servable not found for request: Latest(%s)' % name)
+            outcome.model = target
+            outcome.role = plan.role(target.version)
+            with target.use():
+                specs = target.specs(request.signature_name)
+                arrays = codec.decode_inputs(request, specs)
+                outputs = target.predict(request.signature_name, arrays)
+            outcome.body = codec.dumps(codec.encode_outputs(outputs, request.format)).encode()
+            outcome.probabilities = _probabilities(outputs)
+            outcome.arrays, outcome.specs = arrays, specs
+        except ServingError as e:
+            outcome.status = e.http_status
+            outcome.body = codec.error_body(e.message).encode()
+        except Exception as e:  # noqa: BLE001  a bug must be a 500, not a dropped connection
+            logger.exception('predict failed')
+            outcome.status = 500
+            outcome.body = codec.error_body('Internal error: %s: %s'
+                                            % (type(e).__name__, e)).encode()
+        outcome.seconds = time.perf_counter() - started
+        if target is not None:
+            self.metrics.predicted(name, target.version, outcome.role, outcome.route,
+                                   outcome.seconds, outcome.status,
+                                   outcome.probabilities or ())
+        return outcome
+
+    def shadow_sync(self, name, canary, stable_version, request, arrays, stable_p):
+        """Runs the canary on a copy of a request stable answered (worker thread)."""
+        started = time.perf_counter()
+        status = 200
+        try:
+            with canary.use():
+                specs = canary.specs(request.signature_name)
+                if arrays is None or set(specs) != set(arrays):
+                    arrays = codec.decode_inputs(request, specs)
+                outputs = canary.predict(request.signature_name, arrays)
+            canary_p = _probabilities(outputs)
+        except ServingError as e:
+            status = e.http_status
+        except Exception:  # noqa: BLE001
+            logger.exception('shadow predict failed')
+            status = 500
+        self.metrics.predicted(name, canary.version, 'canary', routing.SHADOW,
+                               time.perf_counter() - started, status,
+                               canary_p if status == 200 else ())
+        if status != 200:
+            self.metrics.shadow_failed(name)
+            return
+        self.metrics.shadow_compared(name, stable_version, canary.version, stable_p, canary_p)
+
+    def after_predict(self, name, outcome):
+        """Schedules the shadow copy and the capture; never delays the response."""
+        if outcome.status != 200:
+            return
+        plan = outcome.plan
+        if (self.config.mode == routing.SHADOW and outcome.route == routing.SHADOW
+                and plan.canary is not None and plan.canary in plan.versions):
+            if self._shadow_pending >= self.config.shadow_max_pending:
+                self.metrics.shadow_skipped(name)
+            else:
+                self._shadow_pending += 1
+                task = asyncio.get_running_loop().create_task(self._shadow(
+                    name, plan.versions[plan.canary], outcome))
+                self._shadow_tasks.add(task)
+                task.add_done_callback(self._shadow_tasks.discard)
+        capture = self.capture
+        if capture is not None and capture.sampled():
+            capture.submit(CaptureBatch(
+                rows=feature_rows(outcome.arrays, outcome.specs),
+                request_id=capture.new_request_id(), served_at=time.time(), model=name,
+                version=outcome.model.version, role=outcome.role,
+                predictions=outcome.probabilities or []))
+
+    async def _shadow(self, name, canary, outcome):
+        try:
+            if self._shadow_limiter is None:
+                self._shadow_limiter = anyio.CapacityLimiter(self.config.shadow_threads)
+            await anyio.to_thread.run_sync(
+                self.shadow_sync, name, canary, outcome.model.version, outcome.request,
+                outcome.arrays, outcome.probabilities or [], limiter=self._shadow_limiter)
+        finally:
+            self._shadow_pending -= 1
+
+    # ------------------------------------------------------------ status
+
+    def status_json(self, name, version, label):
+        served = self.registry.models.get(name)
+        if served is None:
+            raise not_found('Could not find any versions of model %s' % name)
+        states = served.version_states()
+        if label is not None:
+            version = served.plan.by_label(label).version
+        if version is not None:
+            if version not in states:
+                raise not_found('Could not find version %d of model %s' % (version, name))
+            states = {version: states[version]}
+        if not states:
+            raise not_found('Could not find any versions of model %s' % name)
+        return {'model_version_status': [
+            {'version': str(v), 'state': state,
+             'status': {'error_code': 'OK', 'error_message': ''}}
+            for v, state in sorted(states.items(), reverse=True)]}
+
+    def metadata_json(self, name, version, label):
+        served = self.registry.models.get(name)
+        plan = served.plan if served is not None else None
+        if plan is None:
+            raise not_found('Servable not found for request: Latest(%s)' % name)
+        if version is not None:
+            target = plan.by_version(version)
+        elif label is not None:
+            target = plan.by_label(label)
+        else:
+            # TF Serving answers for the latest version; here the version a
+            # client is most likely to get is stable.
+            target = plan.versions.get(plan.stable)
+            if target is None:
+                raise not_found('Servable not found for request: Latest(%s)' % name)
+        return {'model_spec': {'name': name, 'signature_name': '',
+                               'version': str(target.version)},
+                'metadata': target.metadata()}
+
+
+# ---------------------------------------------------------------- HTTP layer
+
+def _json_response(status, obj=None, body=None, headers=None):
+    if body is None:
+        body = codec.dumps(obj).encode()
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
+
+
+def _error_response(error):
+    return _json_response(error.http_status, body=codec.error_body(error.message).encode())
+
+
+def create_app(server):
+    """The Starlette application around a ModelServer."""
+
+    async def v1(request):
+        path = request.url.path
+        method = request.method
+        api = 'other'
+        try:
+            if method == 'POST':
+                match = _PREDICT_RE.fullmatch(path)
+                if match:
+                    api = match.group(4).lower()
+                    return await _predict(request, match)
+            elif method == 'GET':
+                match = _STATUS_RE.fullmatch(path)
+                if match:
+                    api = 'metadata' if match.group(4) else 'status'
+                    return _status(match)
+            raise invalid_argument('Malformed request: %s %s' % (method, path))
+        except ServingError as e:
+            server.metrics.rest(api, e.http_status)
+            return _error_response(e)
+
+    def _spec(match):
+        name, version, label = match.group(1), match.group(2), match.group(3)
+        if version is not None:
+            try:
+                version = int(version)
+            except ValueError:
+                raise invalid_argument('Failed to convert version: %s to numeric.'
+                                       % version) from None
+        return name, version, label
+
+    async def _predict(request, match):
+        name, version, label = _spec(match)
+        if match.group(4).lower() != 'predict':
+            raise ServingError('UNIMPLEMENTED', '%s is not supported by tfx-canary serve '
+                               '(the model has no %s signature): use :predict'
+                               % (match.group(4), match.group(4)))
+        body = await request.body()
+        header_key = request.headers.get(server.config.sticky_header) \
+            if server.config.sticky_header else None
+        outcome = await anyio.to_thread.run_sync(
+            server.predict_sync, name, version, label, body, header_key)
+        server.metrics.rest('predict', outcome.status)
+        server.after_predict(name, outcome)
+        headers = None
+        if server.config.version_headers and outcome.model is not None:
+            headers = {'X-Model-Version': str(outcome.model.version),
+                       'X-Model-Role': outcome.role or ''}
+        return _json_response(outcome.status, body=outcome.body, headers=headers)
+
+    def _status(match):
+        name, version, label = _spec(match)
+        if not name:
+            raise invalid_argument('Missing model name in request.')
+        if match.group(4):
+            result = server.metadata_json(name, version, label)
+            api = 'metadata'
+        else:
+            result = server.status_json(name, version, label)
+            api = 'status'
+        server.metrics.rest(api, 200)
+        return _json_response(200, result)
+
+    async def prometheus(request):
+        return Response(server.metrics.prometheus_text(),
+                        media_type='text/plain; version=0.0.4; charset=utf-8')
+
+    async def snapshot(request):
+        return _json_response(200, server.metrics.snapshot())
+
+    async def not_found_handler(request, exc):
+        return _json_response(404, {'error': 'Not found: %s %s (the REST API is under /v1/)'
+                                             % (request.method, request.url.path)})
+
+    async def lifespan(app):
+        await anyio.to_thread.run_sync(server.start)
+        try:
+            yield
+        finally:
+            await server.stop()
+
+    routes = [
+        # Every method: TF Serving answers any /v1/ request itself ("Malformed
+        # request: DELETE ..."), never with a bare 405.
+        Route('/v1/{rest:path}', v1,
+              methods=['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']),
+        Route('/metrics', prometheus),
+        Route('/monitoring/prometheus/metrics', prometheus),
+        Route('/monitoring/snapshot', snapshot),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={404: not_found_handler, 405: not_found_handler})
+
+
+# ---------------------------------------------------------------- running
+
+def bind_socket(host, port):
+    """A listening socket (port 0: a free port), bound before uvicorn starts."""
+    family = socket.AF_INET6 if ':' in host else socket.AF_INET
+    # proto must say TCP: asyncio only sets TCP_NODELAY on accepted sockets
+    # whose proto is IPPROTO_TCP, and without it Nagle + delayed ACKs add
+    # ~40 ms to every response written in two parts (headers, body).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_server(app, graceful_seconds=30):
+    import uvicorn
+    config = uvicorn.Config(app, log_level='warning', access_log=False, lifespan='on',
+                            timeout_graceful_shutdown=graceful_seconds, http='h11',
+                            loop='asyncio')
+    return uvicorn.Server(config)
+
+
+class BackgroundServer:
+    """Runs the server on a thread (tests, benchmarks); `url` once started."""
+
+    def __init__(self, server, host='127.0.0.1', port=0):
+        self.server = server
+        self.sock = bind_socket(host, port)
+        self.host, self.port = self.sock.getsockname()[:2]
+        self.url = 'http://%s:%d' % (self.host, self.port)
+        self._uvicorn = uvicorn_server(create_app(server))
+        self._thread = threading.Thread(target=self._uvicorn.run,
+                                        kwargs={'sockets': [self.sock]},
+                                        name='uvicorn', daemon=True)
+
+    def start(self, timeout=120):
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._uvicorn.started:
+            if not self._thread.is_alive():
+                raise RuntimeError('the server failed to start (see the log)')
+            if time.monotonic() > deadline:
+                raise RuntimeError('the server did not start within %ss' % timeout)
+            time.sleep(0.05)
+        return self
+
+    def stop(self, timeout=60):
+        self._uvicorn.should_exit = True
+        self._thread.join(timeout)
+        self.sock.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def serve_forever(server, host, port):
+    """Runs in the foreground until SIGINT/SIGTERM (the CLI)."""
+    sock = bind_socket(host, port)
+    uvicorn_server(create_app(server)).run(sockets=[sock])

@@ -1,0 +1,71 @@
+"""Traffic split, stickiness and the histogram maths (fast, no TensorFlow)."""
+import random
+
+import pytest
+
+from serving import routing, stats
+from serving.models import CANARY, STABLE, Plan
+
+
+class FakeVersion:
+    def __init__(self, version):
+        self.version = version
+
+
+def _plan(traffic, canary=2):
+    versions = {1: FakeVersion(1)}
+    if canary:
+        versions[canary] = FakeVersion(canary)
+    return Plan('taxi', 1, canary, traffic, 'canary' if canary else 'stable', None, versions)
+
+
+def test_split_without_key_follows_the_percent():
+    rng = random.Random(7)
+    plan = _plan(30)
+    n = 20000
+    canary = sum(routing.choose(plan, None, routing.SPLIT, rng)[1] == CANARY for _ in range(n))
+    # Binomial(20000, 0.3): sd ~65; 5 sd.
+    assert abs(canary - 0.3 * n) < 5 * 65
+
+
+def test_keyed_requests_are_sticky_and_monotonic_in_the_percent():
+    keys = ['user-%d' % i for i in range(5000)]
+    at = {p: {k for k in keys if routing.choose(_plan(p), k)[1] == CANARY} for p in (5, 25, 50)}
+    # The same key always lands on the same side ...
+    assert at[25] == {k for k in keys if routing.choose(_plan(25), k)[1] == CANARY}
+    # ... raising the percent only moves users to the canary ...
+    assert at[5] <= at[25] <= at[50]
+    # ... and the share matches the percent (sd ~31 at 25%).
+    assert abs(len(at[25]) - 1250) < 5 * 31
+    # Hashing is stable across processes (no PYTHONHASHSEED dependence).
+    assert routing.bucket('taxi', 'user-1') == routing.bucket('taxi', 'user-1')
+
+
+@pytest.mark.parametrize('traffic, canary, mode, expected', [
+    (0, 2, routing.SPLIT, STABLE),
+    (100, 2, routing.SPLIT, CANARY),
+    (50, None, routing.SPLIT, STABLE),
+    (100, 2, routing.SHADOW, STABLE),   # shadow: the client always gets stable
+])
+def test_edge_cases(traffic, canary, mode, expected):
+    plan = _plan(traffic if canary else 0, canary)
+    assert routing.choose(plan, 'k', mode)[1] == expected
+
+
+def test_histogram_quantile_interpolates_like_prometheus():
+    h = stats.Histogram((0.001, 0.002, 0.005, 0.01))
+    for v in [0.0015] * 98 + [0.007, 0.5]:
+        h.observe(v)
+    assert h.count == 100
+    assert h.quantile(0.5) == pytest.approx(0.001 + 0.001 * 50 / 98)
+    assert 0.005 < h.quantile(0.99) <= 0.01
+    assert h.quantile(1.0) == 0.01       # the overflow bucket reports its lower bound
+    assert stats.Histogram.from_dict(h.to_dict()).counts == h.counts
+    assert stats.Histogram((1,)).quantile(0.5) is None
+
+
+def test_js_divergence():
+    assert stats.js_divergence([0.5, 0.5], [0.5, 0.5]) == 0
+    assert stats.js_divergence([1, 0], [0, 1]) == pytest.approx(1.0)
+    assert 0 < stats.js_divergence([0.6, 0.4], [0.4, 0.6]) < 0.05
+    assert stats.js_divergence(None, [1]) is None
