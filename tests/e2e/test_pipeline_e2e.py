@@ -157,19 +157,21 @@ def second_run(pipeline_workspace):
     return pipeline_workspace['runs'][1]
 
 
-def test_second_run_on_newer_span_is_judged_against_the_first(ws, second_run):
+def test_second_run_on_newer_span_is_staged_as_canary(ws, second_run):
     code, out = second_run
     assert code == 0, out
     assert 'span used      : 2' in out
-    assert 'baseline       : none' not in out  # Compared against the blessed model.
+    assert 'baseline       : auc' in out and '(stable v1, ' in out  # Judged against what serves.
+    # Seeded training: on this data the retrain is within the AUC tolerance of v1
+    # (and more accurate), so `make run` ends with a canary to roll out.
+    assert 'blessed        : yes' in out, out
     state = _state(ws)
-    if 'blessed        : yes' in out:
-        assert (state['stable_version'], state['canary_version']) == (1, 2)
-        assert state['canary_traffic_percent'] == 10
-        assert state['history'][-1]['event'] == 'staged_canary'
-    else:
-        assert (state['stable_version'], state['canary_version']) == (1, None)
-        assert _pushed_models(ws)[-1].custom_properties['pushed'].int_value == 0
+    assert (state['stable_version'], state['canary_version']) == (1, 2)
+    assert state['canary_traffic_percent'] == 10
+    assert state['history'][-1]['event'] == 'staged_canary'
+    pushed = _pushed_models(ws)[-1]
+    assert pushed.custom_properties['rollout_role'].string_value == 'canary'
+    assert pushed.custom_properties['challenges_stable_version'].int_value == 1
 
 
 def test_a_weak_model_is_never_blessed_and_changes_nothing(second_run, copy_workspace, capsys):
@@ -225,9 +227,7 @@ def test_bad_span_stops_before_training(second_run, copy_workspace, tmp_path, ca
 
 def test_promote_and_rollback_from_the_cli(second_run, copy_workspace, capsys):
     ws = copy_workspace  # Others share the pipeline workspace: change a copy.
-    state = _state(ws)
-    if state['canary_version'] is None:
-        pytest.skip('span 2 model was not blessed on this machine, no canary to promote')
+    assert _state(ws)['canary_version'] == 2
     code, out, err = _rollout(capsys, ws, 'promote', '--reason', 'e2e')
     assert code == 0, err
     state = _state(ws)
