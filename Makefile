@@ -9,11 +9,13 @@ STAMP := $(VENV)/.installed
 # This machine's pip config names local index folders that may not exist; hide that noise.
 PIP_QUIET := grep -v 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: install run test test-fast lock clean help
+.PHONY: install run test test-fast bench bench-quick lock clean help
 help:
 	@echo "make run       train on span 1, retrain on span 2, stage stable + canary, show rollout status"
 	@echo "make test      all tests (unit + end-to-end pipeline runs)"
 	@echo "make test-fast unit tests only"
+	@echo "make bench     ours vs. TFX's taxi example, re-runs, scaling to 1M rows, serving (long)"
+	@echo "make bench-quick  the CI-sized bench (a few minutes)"
 	@echo "make lock      re-resolve requirements/lock.txt from requirements/top.txt"
 	@echo "make clean     remove ./workspace"
 
@@ -38,6 +40,12 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e"
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 lock:
 	rm -rf /tmp/tfx-canary-lock && $(PYTHON) -m venv /tmp/tfx-canary-lock
