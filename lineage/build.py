@@ -203,6 +203,12 @@ def resolve(queries, model_name, serving_root, version=None, role=None, artifact
 def _module_fingerprint(trainer):
     """What TFX recorded about the training code's identity."""
     run_fn = value_of(trainer, 'run_fn')
+    config = _json_value(value_of(trainer, 'custom_config'))
+    recorded = config.get('module_fingerprint') if isinstance(config, dict) else None
+    if recorded:
+        # pipeline/configs.py: sha256 of the model package's sources, in custom_config.
+        return {'recorded': True, 'sha256': recorded, 'module_file': None,
+                'detail': f'run_fn {run_fn}; sha256 of the module package sources'}
     module_file = value_of(trainer, 'module_file')
     module_path = value_of(trainer, 'module_path')
     if module_path and '@' in module_path:
@@ -228,7 +234,8 @@ def _hyperparameters(custom_config):
     """
     try:
         from modules import hparams
-        return hparams.hparams_from(custom_config or {})
+        overrides = {k: v for k, v in (custom_config or {}).items() if k != 'module_fingerprint'}
+        return hparams.hparams_from(overrides)
     except (ImportError, ValueError):
         return None
 

@@ -195,7 +195,9 @@ def _input_fn(file_pattern, data_accessor, tf_transform_output, batch_size, seed
 
 def run_fn(fn_args: FnArgs):
     """TFX Trainer entry point: train, then export the serving SavedModel."""
-    hparams = hparams_from(fn_args.custom_config)
+    custom_config = dict(fn_args.custom_config or {})
+    custom_config.pop('module_fingerprint', None)  # Cache key for code changes, not a knob.
+    hparams = hparams_from(custom_config)
     keras.utils.set_random_seed(hparams['seed'])
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     train_ds = _input_fn(fn_args.train_files, fn_args.data_accessor,

@@ -100,6 +100,29 @@ class PipelineConfig:
     def serving_root(self) -> str:
         return self.serving_root_override or os.path.join(self.workspace, 'serving')
 
+    def module_fingerprint(self) -> str:
+        """sha256 of the model code package's .py files (module_path).
+
+        run_fn/preprocessing_fn are import paths, which TFX's cache key does not
+        look inside (unlike module_file): without this, editing modules/model.py
+        would hit the cache and silently keep the old model. Recorded in the
+        Trainer's and Transform's custom_config, so lineage shows it too.
+        """
+        import hashlib
+        import importlib.util
+        spec = importlib.util.find_spec(self.module_path)
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError('config field module_path=%r: not an importable package'
+                              % self.module_path)
+        digest = hashlib.sha256()
+        for folder in spec.submodule_search_locations:
+            for name in sorted(os.listdir(folder)):
+                if name.endswith('.py'):
+                    digest.update(name.encode() + b'\0')
+                    with open(os.path.join(folder, name), 'rb') as f:
+                        digest.update(f.read())
+        return digest.hexdigest()[:16]
+
     @property
     def run_fn(self) -> str:
         return self.module_path + '.model.run_fn'

@@ -102,6 +102,7 @@ def overall(**threshold):
 
 def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx_pipeline.Pipeline:
     config.validate()
+    fingerprint = config.module_fingerprint()
     example_gen = create_example_gen(config)
     statistics_gen = tfx_components.StatisticsGen(examples=example_gen.outputs['examples'])
     schema_gen = ImportSchemaGen(schema_file=config.schema_path)
@@ -115,6 +116,8 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         examples=example_gen.outputs['examples'],
         schema=schema_gen.outputs['schema'],
         preprocessing_fn=config.preprocessing_fn,
+        # Not read by preprocessing_fn; makes code changes re-execute Transform.
+        custom_config={'module_fingerprint': fingerprint},
         # StatisticsGen/ExampleValidator already cover the raw data; Transform's
         # own pre/post-transform statistics would double that work.
         disable_statistics=True)
@@ -132,7 +135,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         base_model=baseline.outputs['model'],
         train_args=trainer_pb2.TrainArgs(num_steps=config.train_steps),
         eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps),
-        custom_config=dict(config.hparams),
+        custom_config=dict(config.hparams, module_fingerprint=fingerprint),
         # Drops an empty baseline, so fn_args.base_model is None on a first run.
         custom_executor_spec=baseline_trainer_executor_spec())
 

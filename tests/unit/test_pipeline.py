@@ -1,4 +1,6 @@
 """The pipeline has the expected components, wired the expected way."""
+import os
+
 import pytest
 
 from pipeline import pipeline as pipeline_lib
@@ -75,3 +77,24 @@ def test_beam_args_and_cache_come_from_config():
     p = pipeline_lib.create_pipeline(PipelineConfig(workspace='/tmp/ws', beam_args=('--x=1',),
                                                     enable_cache=False))
     assert p.beam_pipeline_args == ['--x=1'] and not p.enable_cache
+
+
+def test_model_code_changes_change_the_cache_key(tmp_path, monkeypatch):
+    """Editing the model code must re-execute Transform and Trainer, not hit the cache."""
+    import shutil
+    import sys
+    from tests.conftest import PROJECT_ROOT
+    pkg = tmp_path / 'mymodels'
+    shutil.copytree(os.path.join(PROJECT_ROOT, 'modules'), pkg,
+                    ignore=shutil.ignore_patterns('__pycache__'))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = PipelineConfig(workspace='/tmp/ws', module_path='mymodels')
+    before = config.module_fingerprint()
+    with open(pkg / 'model.py', 'a') as f:
+        f.write('\n# a change\n')
+    after = config.module_fingerprint()
+    assert before != after
+    nodes = {c.id: c for c in pipeline_lib.create_pipeline(config).components}
+    assert after in nodes['Trainer'].exec_properties['custom_config']
+    assert after in nodes['Transform'].exec_properties['custom_config']
+    sys.modules.pop('mymodels', None)
