@@ -35,6 +35,7 @@ def main(argv=None):
                    help='results folder (results.json, results.md, *.png)')
     p.add_argument('--work', help='scratch folder (default: a temp dir, removed afterwards)')
     args = p.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # Progress lines show up even when piped.
     os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # Scoring imports TF in this process.
     import warnings
