@@ -48,9 +48,11 @@ def _store(metadata_path):
 def _executions(metadata_path, since_execution_id):
     """[(component name, execution)] after since_execution_id, oldest first."""
     store = _store(metadata_path)
-    types = {t.id: t.name.rsplit('.', 1)[-1] for t in store.get_execution_types()}
+    # tfx_canary.* types are our own audit records (rollout transitions), not components.
+    types = {t.id: t.name.rsplit('.', 1)[-1] for t in store.get_execution_types()
+             if not t.name.startswith('tfx_canary.')}
     return [(types[e.type_id], e) for e in sorted(store.get_executions(), key=lambda e: e.id)
-            if e.id > since_execution_id]
+            if e.id > since_execution_id and e.type_id in types]
 
 
 def component_seconds(metadata_path, since_execution_id=0):
