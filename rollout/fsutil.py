@@ -150,3 +150,19 @@ def file_lock(path, timeout=DEFAULT_LOCK_TIMEOUT_SECONDS, poll_interval=0.05):
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def write_text_if_changed(path, text):
+    """atomic_write_text unless `path` already holds `text`; True if it wrote.
+
+    Skipping identical rewrites keeps pollers (TF Serving, kubectl diff) quiet.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if handle.read() == text:
+                return False
+    except FileNotFoundError:
+        pass
+    makedirs_durable(os.path.dirname(path))
+    atomic_write_text(path, text)
+    return True

@@ -139,13 +139,4 @@ def recorded_prefix(manifest):
 
 def write_manifest(path, manifest):
     """Atomically write `manifest` to `path`; return True if it changed."""
-    text = render_yaml(manifest)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            if handle.read() == text:
-                return False
-    except FileNotFoundError:
-        pass
-    fsutil.makedirs_durable(os.path.dirname(path))
-    fsutil.atomic_write_text(path, text)
-    return True
+    return fsutil.write_text_if_changed(path, render_yaml(manifest))

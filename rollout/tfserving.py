@@ -154,12 +154,4 @@ def write_model_entry(serving_root, state, base_path):
     current = read_config(path)
     entry = model_config(state, base_path) if state.versions() else None
     merged = merge_entry(current, state.model_name, entry)
-    text = render(merged)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            if handle.read() == text:
-                return False
-    except FileNotFoundError:
-        pass
-    fsutil.atomic_write_text(path, text)
-    return True
+    return fsutil.write_text_if_changed(path, render(merged))
