@@ -142,14 +142,15 @@ def build_parser():
     parser.add_argument('--verbose', action='store_true', help='show TFX/TensorFlow/Beam logs')
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
     subparsers.required = True
-    _add_run(subparsers)
+    # Each capability registers its own subcommands; none imports TensorFlow
+    # at this point, so `--help` stays instant.
+    from lineage import cli as lineage_cli
     from rollout import cli as rollout_cli
     from runners import kubeflow_runner
-    rollout_cli.add_subcommands(subparsers)
-    kubeflow_runner.add_subcommands(subparsers)
     from serving import cli as serving_cli
-    serving_cli.add_subcommands(subparsers)
-    __import__('lineage.cli').cli.add_subcommands(subparsers)
+    _add_run(subparsers)
+    for module in (rollout_cli, kubeflow_runner, serving_cli, lineage_cli):
+        module.add_subcommands(subparsers)
     return parser
 
 
