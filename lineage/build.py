@@ -234,8 +234,7 @@ def _hyperparameters(custom_config):
     """
     try:
         from modules import hparams
-        overrides = {k: v for k, v in (custom_config or {}).items() if k != 'module_fingerprint'}
-        return hparams.hparams_from(overrides)
+        return hparams.hparams_from(custom_config or {})
     except (ImportError, ValueError):
         return None
 
@@ -267,6 +266,9 @@ def _trainer_record(graph, model_id, versions):
         return None, {}
     ref = _execution_ref(graph, trainer)
     custom_config = _json_value(value_of(trainer, 'custom_config')) or {}
+    if isinstance(custom_config, dict):
+        # Shown as module_fingerprint below; custom_config lists the model overrides.
+        custom_config = {k: v for k, v in custom_config.items() if k != 'module_fingerprint'}
     train_args = _json_value(value_of(trainer, 'train_args')) or {}
     eval_args = _json_value(value_of(trainer, 'eval_args')) or {}
     base = (graph.inputs(trainer.id, 'base_model') or [None])[0]

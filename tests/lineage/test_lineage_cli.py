@@ -133,8 +133,10 @@ def test_show_canary_traces_v2_back_to_span_2(store_args, capfd, lineage_story, 
     custom_config = {'learning_rate': 1e-06} if retried else {}
     assert (trainer['train_steps'], trainer['eval_steps'], trainer['run_fn']) == (
         20 if retried else 200, 50, 'modules.model.run_fn')
-    assert trainer['module_fingerprint']['recorded'] is False
-    assert 'import path' in trainer['module_fingerprint']['detail']
+    # The model package's source hash, recorded by the pipeline in custom_config.
+    from pipeline.configs import PipelineConfig
+    assert trainer['module_fingerprint']['recorded'] is True
+    assert trainer['module_fingerprint']['sha256'] == PipelineConfig().module_fingerprint()
     assert trainer['custom_config'] == custom_config
     assert trainer['hyperparameters'] == hparams_from(custom_config)
     assert trainer['base_model']['version'] == 1  # Warm-started from what served.
