@@ -63,6 +63,8 @@ def _add_serve(subparsers):
                         "(TF Serving ignores unknown top-level fields; \"\" to disable)")
     p.add_argument('--poll-seconds', type=float, default=1.0,
                    help='how often to check rollout.json for changes')
+    p.add_argument('--predict-threads', type=int, default=None,
+                   help='worker threads running predict calls (default: one per CPU)')
     p.add_argument('--shadow-threshold', type=float, default=0.5,
                    help='decision threshold for shadow agreement (same side = agree)')
     p.add_argument('--capture-rate', type=float, default=0.0,
@@ -146,6 +148,9 @@ def cmd_serve(args):
 
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
     logging.getLogger('serving').setLevel(logging.INFO)
+    if args.predict_threads is not None and args.predict_threads < 1:
+        raise TfxCanaryError('--predict-threads must be at least 1, got %d'
+                             % args.predict_threads)
     root = os.path.abspath(args.serving_root)
     if not os.path.isdir(root):
         raise TfxCanaryError('serving root %s does not exist: pass --serving-root (where the '
@@ -154,6 +159,7 @@ def cmd_serve(args):
                           mode=args.mode, sticky_header=args.sticky_header or None,
                           sticky_field=args.sticky_field or None,
                           poll_seconds=args.poll_seconds,
+                          predict_threads=args.predict_threads,
                           shadow_threshold=args.shadow_threshold)
     server = ModelServer(config)
     if not server.registry.models:

@@ -81,6 +81,46 @@ def _warm_up_inputs(specs):
     return arrays
 
 
+def _flat_inputs(function):
+    """[(name, NumPy dtype, shape)] in the order the signature's flat function takes them.
+
+    None unless every parameter is a keyword-only tensor (what a SignatureDef
+    always gives: one TensorSpec per input alias), or if this TensorFlow does
+    not expose what the structured call itself uses.
+    """
+    import tensorflow as tf
+    try:
+        parameters = list(function.function_type.parameters.values())
+        function._call_flat  # noqa: B018  # pylint: disable=pointless-statement
+        function.captured_inputs  # noqa: B018  # pylint: disable=pointless-statement
+    except AttributeError:
+        return None
+    inputs = []
+    for p in parameters:
+        spec = p.type_constraint
+        if p.kind is not p.KEYWORD_ONLY or type(spec) is not tf.TensorSpec:
+            return None
+        shape = None if spec.shape.rank is None else tuple(spec.shape.as_list())
+        inputs.append((p.name, spec.dtype.as_numpy_dtype, shape))
+    # The structured call passes keyword-only arguments sorted by name
+    # (FunctionType.unpack_inputs).
+    return sorted(inputs, key=lambda i: i[0])
+
+
+def _matches(arrays, inputs):
+    """True if `arrays` are exactly the tensors `inputs` declares (names, dtypes, shapes)."""
+    if len(arrays) != len(inputs):
+        return False
+    for name, dtype, shape in inputs:
+        array = arrays.get(name)
+        if array is None or array.dtype != dtype:
+            return False
+        if shape is not None and (array.ndim != len(shape) or any(
+                want is not None and want != got for want, got in zip(shape, array.shape))):
+            return False
+    return True
+
+
 class ModelVersion:
     """One SavedModel version loaded in this process."""
 
@@ -99,6 +139,7 @@ class ModelVersion:
         self.signature_defs = dict(proto.meta_graphs[0].signature_def)
         self.input_specs = {name: _input_specs(sig) for name, sig in self.signature_defs.items()
                             if name in self._functions}
+        self._flat = {name: _flat_inputs(f) for name, f in self._functions.items()}
         self._metadata = None
         self._lock = threading.Lock()
         self.in_flight = 0
@@ -119,7 +160,18 @@ class ModelVersion:
             raise invalid_argument('Serving signature name: "%s" not found in signature def'
                                    % signature_name)
         try:
-            outputs = function(**{k: tf.constant(v) for k, v in arrays.items()})
+            flat = self._flat.get(signature_name)
+            if flat is not None and _matches(arrays, flat):
+                # What function(**tensors) does once it has bound and checked
+                # the arguments against its signature, which _matches() has
+                # just done: TF's check costs ~0.2 ms a call, a third of what
+                # running the taxi model on one row costs. Anything unusual
+                # takes the structured call below (and its errors).
+                outputs = function._call_flat(  # pylint: disable=protected-access
+                    [tf.constant(arrays[name]) for name, _, _ in flat],
+                    function.captured_inputs)
+            else:
+                outputs = function(**{k: tf.constant(v) for k, v in arrays.items()})
         except tf.errors.OpError as e:
             code = _TF_CODES.get(e.error_code, 'UNKNOWN')
             raise ServingError(code, tf_error_message(e.message)) from None

@@ -13,14 +13,23 @@ and ours: GET /metrics (also at TF Serving's /monitoring/prometheus/metrics)
 and GET /monitoring/snapshot (the JSON `rollout analyze` reads).
 
 Everything CPU-bound for a request (JSON, tensors, the model) runs in one
-worker-thread hop; the event loop only moves bytes. Shadow calls run on
-their own small thread limiter so they cannot starve client requests, and are
-dropped (and counted) rather than queued without bound.
+call of `ModelServer.predict_sync`: on a worker thread (one executor hop), or,
+when no other predict is running and the body is small, directly on the event
+loop, which saves the two thread wake-ups (~0.1 ms) of the hop when the server
+is otherwise idle. Shadow calls run on their own small thread limiter so they
+cannot starve client requests, and are dropped (and counted) rather than
+queued without bound.
+
+`:predict` requests take a plain-ASGI path (no Starlette request/response
+objects or middleware: same status, headers and body); everything else goes
+through the Starlette application.
 """
 import asyncio
+import concurrent.futures
 import dataclasses
 import json
 import logging
+import os
 import re
 import socket
 import threading
@@ -67,6 +76,13 @@ class ServerConfig:
     snapshot_path: str = None             # None: <serving_root>/<model>/serving-metrics.json
     capture: object = None                # a capture.CaptureWriter, or None
     version_headers: bool = True          # X-Model-Version / X-Model-Role on predict
+    # Worker threads for predict calls (None: one per CPU). More calls at once
+    # than cores only makes them contend: on 2 cores, 2 threads serve 16
+    # concurrent clients ~20% faster than 40, with a lower p99.
+    predict_threads: int = None
+    # A predict whose body is at most this many bytes runs on the event loop
+    # when no other predict is running (0: always on a worker thread).
+    inline_max_bytes: int = 4096
 
 
 @dataclasses.dataclass
@@ -111,6 +127,10 @@ class ModelServer:
                                       on_change=self.metrics.rollout_changed)
         self.capture = config.capture
         self._shadow_pending = 0
+        self._predicting = 0              # predict calls running (event loop's view)
+        threads = config.predict_threads or os.cpu_count() or 1
+        self._executor = concurrent.futures.ThreadPoolExecutor(max(1, threads),
+                                                               thread_name_prefix='predict')
         self._shadow_tasks = set()
         self._shadow_limiter = None
         self._stop = threading.Event()
@@ -133,6 +153,7 @@ class ModelServer:
         if self._snapshot_thread is not None:
             self._snapshot_thread.join(timeout=10)
         self.registry.stop()
+        self._executor.shutdown(wait=False)
         if self.capture is not None:
             await anyio.to_thread.run_sync(self.capture.close)
         self.write_snapshots()
@@ -170,8 +191,30 @@ class ModelServer:
 
     # ------------------------------------------------------------ predict
 
+    async def predict(self, name, version, label, body, header_key):
+        """predict_sync from the event loop: inline when alone and small, else on a thread.
+
+        Inline only when this is the one predict in progress: requests that
+        arrived with it get one loop turn to register first, so under
+        concurrent load every call still goes to the worker threads (TF runs
+        them in parallel there) and the loop is never held by more than one
+        small call at a time.
+        """
+        self._predicting += 1
+        try:
+            inline = False
+            if len(body) <= self.config.inline_max_bytes:
+                await asyncio.sleep(0)
+                inline = self._predicting == 1
+            if inline:
+                return self.predict_sync(name, version, label, body, header_key)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.predict_sync, name, version, label, body, header_key)
+        finally:
+            self._predicting -= 1
+
     def predict_sync(self, name, version, label, body, header_key):
-        """Handles one predict call end to end; runs in a worker thread."""
+        """Handles one predict call end to end (on a worker thread, or the loop: predict())."""
         started = time.perf_counter()
         outcome = Outcome(status=200, body=b'')
         target = None
@@ -328,7 +371,7 @@ def _error_response(error):
 
 
 def create_app(server):
-    """The Starlette application around a ModelServer."""
+    """The ASGI application around a ModelServer (Starlette, with a plain-ASGI `:predict`)."""
 
     async def v1(request):
         path = request.url.path
@@ -339,7 +382,7 @@ def create_app(server):
                 match = _PREDICT_RE.fullmatch(path)
                 if match:
                     api = match.group(4).lower()
-                    return await _predict(request, match)
+                    _unsupported(match)
             elif method == 'GET':
                 match = _STATUS_RE.fullmatch(path)
                 if match:
@@ -360,24 +403,47 @@ def create_app(server):
                                        % version) from None
         return name, version, label
 
-    async def _predict(request, match):
+    def _unsupported(match):
+        # `:predict` never gets here: app() below answers it before Starlette.
+        _spec(match)
+        raise ServingError('UNIMPLEMENTED', '%s is not supported by tfx-canary serve '
+                           '(the model has no %s signature): use :predict'
+                           % (match.group(4), match.group(4)))
+
+    sticky = (server.config.sticky_header.lower().encode('latin-1')
+              if server.config.sticky_header else None)
+
+    async def fast_predict(scope, receive, send, match):
+        """A `:predict` call as plain ASGI: Starlette's answer without its per-request objects."""
         name, version, label = _spec(match)
-        if match.group(4).lower() != 'predict':
-            raise ServingError('UNIMPLEMENTED', '%s is not supported by tfx-canary serve '
-                               '(the model has no %s signature): use :predict'
-                               % (match.group(4), match.group(4)))
-        body = await request.body()
-        header_key = request.headers.get(server.config.sticky_header) \
-            if server.config.sticky_header else None
-        outcome = await anyio.to_thread.run_sync(
-            server.predict_sync, name, version, label, body, header_key)
+        chunks = []
+        while True:
+            message = await receive()
+            if message['type'] != 'http.request':
+                return  # The client went away before sending its body: nobody to answer.
+            chunks.append(message.get('body', b''))
+            if not message.get('more_body', False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b''.join(chunks)
+        header_key = None
+        if sticky is not None:
+            for key, value in scope['headers']:
+                if key == sticky:
+                    header_key = value.decode('latin-1')
+                    break
+        outcome = await server.predict(name, version, label, body, header_key)
         server.metrics.rest('predict', outcome.status)
         server.after_predict(name, outcome)
-        headers = None
+        # The headers Starlette's Response(media_type=JSON, headers=...) writes.
+        headers = []
         if server.config.version_headers and outcome.model is not None:
-            headers = {'X-Model-Version': str(outcome.model.version),
-                       'X-Model-Role': outcome.role or ''}
-        return _json_response(outcome.status, body=outcome.body, headers=headers)
+            headers += [(b'x-model-version', str(outcome.model.version).encode('latin-1')),
+                        (b'x-model-role', (outcome.role or '').encode('latin-1'))]
+        headers += [(b'content-length', str(len(outcome.body)).encode('latin-1')),
+                    (b'content-type', b'application/json')]
+        await send({'type': 'http.response.start', 'status': outcome.status,
+                    'headers': headers})
+        await send({'type': 'http.response.body', 'body': outcome.body})
 
     def _status(match):
         name, version, label = _spec(match)
@@ -419,8 +485,25 @@ def create_app(server):
         Route('/monitoring/prometheus/metrics', prometheus),
         Route('/monitoring/snapshot', snapshot),
     ]
-    return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={404: not_found_handler, 405: not_found_handler})
+    starlette = Starlette(routes=routes, lifespan=lifespan,
+                          exception_handlers={404: not_found_handler, 405: not_found_handler})
+
+    async def app(scope, receive, send):
+        if scope['type'] == 'http' and scope['method'] == 'POST':
+            # The path as Starlette's request.url.path gives it to v1().
+            path = scope['path'].replace('?', '%3F').replace('#', '%23').replace('\\', '%5C')
+            match = _PREDICT_RE.fullmatch(path)
+            if match is not None and match.group(4).lower() == 'predict':
+                try:
+                    await fast_predict(scope, receive, send, match)
+                except ServingError as e:  # as v1() answers it
+                    server.metrics.rest('predict', e.http_status)
+                    await _error_response(e)(scope, receive, send)
+                return
+        await starlette(scope, receive, send)
+
+    app.starlette = starlette
+    return app
 
 
 # ---------------------------------------------------------------- running
