@@ -28,6 +28,15 @@ def write_csv(path, header, rows):
             f.write(','.join(str(v) for v in row) + '\n')
 
 
+def one_error_line(code, out, err):
+    """The CLI's contract for bad input: exit 2, nothing on stdout, one `error:` line."""
+    assert code == 2, (out, err)
+    assert out == ''
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), err
+    return lines[0]
+
+
 def run_cli_quietly(argv):
     """Runs `tfx-canary ARGV` in this process; returns (exit code, stdout text)."""
     import contextlib

@@ -13,7 +13,7 @@ import re
 import pytest
 
 from runners import cli
-from tests.conftest import SCHEMA_PATH, DATA_ROOT
+from tests.conftest import DATA_ROOT, SCHEMA_PATH, one_error_line
 from tests.lineage.conftest import MODEL
 
 pytestmark = pytest.mark.e2e
@@ -37,13 +37,6 @@ def lineage_json(capfd, *args):
     return json.loads(out)
 
 
-def one_error_line(code, out, err):
-    """The CLI's contract for bad input: exit 2, nothing on stdout, one `error:` line."""
-    assert code == 2, (out, err)
-    assert out == ''
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('error: '), err
-    return lines[0]
 
 
 def _summary_metric(run_output, label, metric):

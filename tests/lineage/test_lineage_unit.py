@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from runners import cli
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, one_error_line
 
 
 def _load_bench():
@@ -27,12 +27,6 @@ def lineage(capfd, *args):
     return code, out, err
 
 
-def one_error_line(code, out, err):
-    assert code == 2, (out, err)
-    assert out == ''
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('error: '), err
-    return lines[0]
 
 
 @pytest.fixture(scope='module')
