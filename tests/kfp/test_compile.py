@@ -8,7 +8,8 @@ import pytest
 from pipeline.configs import PipelineConfig
 from runners import kfp_spec
 from runners import kubeflow_runner
-from tests.kfp.conftest import create_pipeline_with_baseline, kfp_config, vertex_config
+from pipeline.pipeline import create_pipeline
+from tests.kfp.conftest import kfp_config, vertex_config
 
 BEAM_STEPS = ('CsvExampleGen', 'StatisticsGen', 'Transform', 'Evaluator')
 
@@ -24,7 +25,7 @@ def test_kfp_target_has_only_container_and_importer_executors(spec):
 
 
 def test_compiled_and_local_pipelines_have_the_same_components(spec, tmp_path):
-    local = create_pipeline_with_baseline(PipelineConfig(workspace=str(tmp_path)))
+    local = create_pipeline(PipelineConfig(workspace=str(tmp_path)))
     assert sorted(spec['root']['dag']['tasks']) == sorted(c.id for c in local.components)
 
 
@@ -136,7 +137,7 @@ def test_a_resolver_is_refused_for_kfp_with_the_fix(tmp_path):
     from tfx import v1 as tfx
 
     def with_resolver(config):
-        pipeline = create_pipeline_with_baseline(config)
+        pipeline = create_pipeline(config)
         extra = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
             model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -156,8 +157,7 @@ def test_a_resolver_is_refused_for_kfp_with_the_fix(tmp_path):
 def test_output_extension_must_match_the_target(tmp_path, target, name):
     config = kfp_config() if target == 'kfp' else vertex_config()
     with pytest.raises(kubeflow_runner.KfpCompileError, match=name):
-        kubeflow_runner.compile_pipeline(PipelineConfig(), config, str(tmp_path / name),
-                                         pipeline_factory=create_pipeline_with_baseline)
+        kubeflow_runner.compile_pipeline(PipelineConfig(), config, str(tmp_path / name))
 
 
 def test_pipeline_name_must_suit_kfp():

@@ -1,13 +1,10 @@
 """`tfx-canary kfp submit` with the real kfp.Client against a local stand-in of
 the KFP v2beta1 REST API: what is uploaded, and one clear line on failure."""
-import argparse
-
 import pytest
 import yaml
 
 from runners import cli
 from runners import kfp_submit
-from runners import kubeflow_runner
 from tests.kfp.fake_kfp import API, FakeKfp
 
 TOKEN = 'not-a-real-token'
@@ -15,22 +12,7 @@ TOKEN = 'not-a-real-token'
 
 @pytest.fixture
 def tfx_canary(monkeypatch):
-    """runners.cli.main with `kfp` registered the way the lead will register it.
-
-    TRANSITIONAL: drop the patch once runners/cli.py calls
-    kubeflow_runner.add_subcommands itself (it is skipped if already there).
-    """
-    original = cli.build_parser
-
-    def build_parser():
-        parser = original()
-        # pylint: disable=protected-access
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction) and 'kfp' not in action.choices:
-                kubeflow_runner.add_subcommands(action)
-        return parser
-
-    monkeypatch.setattr(cli, 'build_parser', build_parser)
+    """runners.cli.main with no KFP endpoint or token leaking in from the environment."""
     monkeypatch.delenv(kfp_submit.TOKEN_ENV, raising=False)
     monkeypatch.delenv('KF_PIPELINES_ENDPOINT', raising=False)
     return cli.main
@@ -150,7 +132,7 @@ def test_a_vertex_job_is_not_a_kfp_package(tfx_canary, tmp_path, capsys):
     assert 'compile with --target kfp' in capsys.readouterr().err
 
 
-def test_compile_command_writes_the_package(tfx_canary, wired, tmp_path, capsys):
+def test_compile_command_writes_the_package(tfx_canary, tmp_path, capsys):
     output = tmp_path / 'p.yaml'
     code = tfx_canary(['kfp', 'compile', '--target', 'kfp', '--image', 'registry.example/tc:1',
                        '--pipeline-root', 'gs://b/root', '--serving-pvc', 'serving',
@@ -163,14 +145,14 @@ def test_compile_command_writes_the_package(tfx_canary, wired, tmp_path, capsys)
     assert 'accelerator' not in trainer
 
 
-def test_compile_command_config_errors_are_one_line(tfx_canary, wired, tmp_path, capsys):
+def test_compile_command_config_errors_are_one_line(tfx_canary, tmp_path, capsys):
     code = tfx_canary(['kfp', 'compile', '--pipeline-root', 'gs://b/root',
                        '--output', str(tmp_path / 'p.yaml')])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith('error: kubeflow config field image=None')
 
 
-def test_submit_without_a_package_compiles_the_kfp_target(tfx_canary, wired, capsys):
+def test_submit_without_a_package_compiles_the_kfp_target(tfx_canary, capsys):
     with FakeKfp() as kfp:
         code = tfx_canary(['kfp', 'submit', '--host', kfp.url, '--image', 'registry.example/tc:1',
                            '--pipeline-root', 'gs://b/root', '--serving-pvc', 'serving'])
