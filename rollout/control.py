@@ -408,18 +408,10 @@ def format_status(status):
         return "-" if value is None else f"v{value}"
 
     rows = [("model", f"{status['model_name']} (phase: {status['phase']})")]
-    if status["stable_version"] is not None:
-        rows.append(("stable", f"{version(status['stable_version'])}  "
-                               f"{status['stable_traffic_percent']}% of "
-                               f"traffic"))
-    else:
-        rows.append(("stable", "-  (nothing staged yet)"))
-    if status["canary_version"] is not None:
-        rows.append(("canary", f"{version(status['canary_version'])}  "
-                               f"{status['canary_traffic_percent']}% of "
-                               f"traffic"))
-    else:
-        rows.append(("canary", "-"))
+    for role, absent in (("stable", "-  (nothing staged yet)"), ("canary", "-")):
+        staged = status[f"{role}_version"]
+        rows.append((role, absent if staged is None else
+                     f"{version(staged)}  {status[f'{role}_traffic_percent']}% of traffic"))
     staged = ", ".join(map(str, status["staged_versions"])) or "none"
     rows.append(("staged", f"{staged}  (highest ever: "
                            f"{status['last_version']})"))
