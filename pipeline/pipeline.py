@@ -22,10 +22,6 @@ from components.span_example_gen import component as span_example_gen
 from components.validation_gate.component import ValidationGate
 from pipeline.configs import LOCAL_BEAM_ARGS, PipelineConfig
 
-# Node ids that summaries, tests and lineage look up. The old name stays for
-# callers; the node is no longer a resolver.
-BASELINE_RESOLVER_ID = BASELINE_NODE_ID
-
 
 def input_config(config: PipelineConfig):
     return example_gen_pb2.Input(splits=[
