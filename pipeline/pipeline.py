@@ -15,7 +15,7 @@ from tfx.proto import trainer_pb2
 from tfx.proto import example_gen_pb2, range_config_pb2
 
 from components.baseline.component import (
-    BASELINE_NODE_ID, BaselineAwareEvaluator, baseline_trainer_executor_spec,
+    BaselineAwareEvaluator, baseline_trainer_executor_spec,
     create_baseline_component)
 from components.canary_pusher.component import CanaryPusher
 from components.span_example_gen import component as span_example_gen

@@ -3,11 +3,12 @@ import os
 
 import pytest
 
+from components.baseline.component import BASELINE_NODE_ID
 from pipeline import pipeline as pipeline_lib
 from pipeline.configs import PipelineConfig
 
 EXPECTED = ['CsvExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator',
-            'ValidationGate', 'Transform', pipeline_lib.BASELINE_NODE_ID, 'Trainer',
+            'ValidationGate', 'Transform', BASELINE_NODE_ID, 'Trainer',
             'Evaluator', 'CanaryPusher']
 
 
@@ -41,9 +42,9 @@ def test_data_flows_through_validation_before_training(built):
 def test_evaluator_compares_against_the_baseline_and_gates_the_push(built):
     _, n = built
     assert _producer(n['Evaluator'], 'model') == 'Trainer'
-    assert _producer(n['Evaluator'], 'baseline_model') == pipeline_lib.BASELINE_NODE_ID
+    assert _producer(n['Evaluator'], 'baseline_model') == BASELINE_NODE_ID
     assert _producer(n['CanaryPusher'], 'model_blessing') == 'Evaluator'
-    assert _producer(n['Trainer'], 'base_model') == pipeline_lib.BASELINE_NODE_ID
+    assert _producer(n['Trainer'], 'base_model') == BASELINE_NODE_ID
 
 
 def test_chosen_span_becomes_a_static_range(built):
