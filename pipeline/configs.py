@@ -82,6 +82,11 @@ class PipelineConfig:
     tf_serving_root: Optional[str] = None      # serving_root as TF Serving sees it, e.g. /models
     # Where KServe fetches staged versions from (see README "Serving layout").
     kserve_storage_uri_prefix: Optional[str] = 'pvc://tfx-canary-serving'
+    # A blessed model whose baseline stopped serving before the push (another
+    # run or a promote got there first) is never staged. False: recorded on
+    # the PushedModel and in the run summary (local runs); True: the pusher
+    # execution fails too (Kubeflow/Vertex, where task status is the outcome).
+    fail_on_stale_baseline: bool = False
 
     # --- execution
     # None: chosen by input size (beam_args_for); set to override.

@@ -152,7 +152,8 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         canary_traffic_percent=config.canary_traffic_percent,
         keep_versions=config.keep_versions,
         tf_serving_root=config.tf_serving_root,
-        kserve_storage_uri_prefix=config.kserve_storage_uri_prefix)
+        kserve_storage_uri_prefix=config.kserve_storage_uri_prefix,
+        fail_on_stale_baseline=config.fail_on_stale_baseline)
 
     return tfx_pipeline.Pipeline(
         pipeline_name=config.pipeline_name,

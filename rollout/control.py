@@ -18,7 +18,7 @@ from rollout import kserve
 from rollout import staging
 from rollout import state as state_mod
 from rollout import tfserving
-from rollout.errors import RolloutError
+from rollout.errors import RolloutError, StaleBaselineError
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,8 @@ LOCK_FILE = ".lock"
 CONFIG_LOCK_FILE = ".models.config.lock"
 DEFAULT_CANARY_PERCENT = 10
 DEFAULT_KEEP = 5
+# `stage(expect_stable=ANY_STABLE)`: stage whatever serves as stable.
+ANY_STABLE = object()
 
 
 class RolloutController:
@@ -180,13 +182,19 @@ class RolloutController:
 
     def stage(self, src_dir, canary_percent=DEFAULT_CANARY_PERCENT,
               validate=None, reason="", metrics=None, keep=DEFAULT_KEEP,
-              actor=None):
+              actor=None, expect_stable=ANY_STABLE):
         """Stage the SavedModel in `src_dir` as the next version.
 
         The first model becomes stable, later ones the canary at
         `canary_percent`. `validate(path)` should raise on a bad model (e.g.
         a bound staging.validate_saved_model). Afterwards only the `keep`
         newest versions stay on disk, plus stable and canary.
+
+        `expect_stable` (a version, or None for "nothing serves yet") is the
+        stable version the model was judged against: compare-and-set under
+        the lock, so a model evaluated against a baseline that has since
+        moved (a concurrent run or a promote) raises StaleBaselineError and
+        changes nothing.
         """
         # Validate cheap arguments before copying a possibly large model.
         state_mod.check_percent(canary_percent, "canary traffic percent")
@@ -195,6 +203,10 @@ class RolloutController:
         fsutil.makedirs_durable(self.model_dir)
         with self._lock():
             old = self.load()
+            if (expect_stable is not ANY_STABLE
+                    and old.stable_version != expect_stable):
+                raise StaleBaselineError(
+                    self.model_name, expect_stable, old.stable_version)
             targets = self._resolve_targets()
             # Refuse before copying if stable is gone: the new state would
             # point TF Serving at a missing directory.

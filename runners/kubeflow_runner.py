@@ -54,7 +54,10 @@ def cluster_config(config: PipelineConfig,
     return dataclasses.replace(
         config, pipeline_root_override=kconfig.pipeline_root, data_root=kconfig.data_root,
         schema_path=kconfig.schema_path, serving_root_override=kconfig.serving_root,
-        beam_args=kconfig.pipeline_beam_args()).validate()
+        beam_args=kconfig.pipeline_beam_args(),
+        # The task status is the run's outcome on KFP/Vertex: a push refused
+        # because the baseline moved fails the CanaryPusher task.
+        fail_on_stale_baseline=True).validate()
 
 
 def _component_type(component):

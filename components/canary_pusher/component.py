@@ -6,7 +6,9 @@ Layout written under `serving_root` (what TF Serving and KServe read):
     <serving_root>/<model_name>/rollout.json           stable, canary, traffic, history
     <serving_root>/<model_name>/kserve/inferenceservice.yaml
 The first ever push becomes stable; later ones become the canary at
-`canary_traffic_percent`. A model that is not blessed changes nothing on disk;
+`canary_traffic_percent`. A model is staged only if the stable version the
+Evaluator judged it against still serves (compare-and-set under the rollout
+lock); otherwise its PushedModel records pushed=0 and not_pushed_reason. A model that is not blessed changes nothing on disk;
 its PushedModel artifact records pushed=0.
 """
 from typing import Optional
@@ -27,6 +29,10 @@ class CanaryPusherSpec(types.ComponentSpec):
         'keep_versions': ExecutionParameter(type=int),
         'tf_serving_root': ExecutionParameter(type=str, optional=True),
         'kserve_storage_uri_prefix': ExecutionParameter(type=str, optional=True),
+        # 1: a push refused because the baseline moved fails the execution
+        # (Kubeflow, where the task status is the run's outcome); 0: it is
+        # recorded on the PushedModel (pushed=0, not_pushed_reason) only.
+        'fail_on_stale_baseline': ExecutionParameter(type=int, optional=True),
     }
     INPUTS = {
         'model': ChannelParameter(type=standard_artifacts.Model),
@@ -47,11 +53,13 @@ class CanaryPusher(base_component.BaseComponent):
     def __init__(self, model, model_blessing, serving_root, model_name,
                  canary_traffic_percent=10, keep_versions=5, infra_blessing=None,
                  model_evaluation=None, tf_serving_root: Optional[str] = None,
-                 kserve_storage_uri_prefix: Optional[str] = None):
+                 kserve_storage_uri_prefix: Optional[str] = None,
+                 fail_on_stale_baseline: bool = False):
         super().__init__(spec=CanaryPusherSpec(
             model=model, model_blessing=model_blessing, infra_blessing=infra_blessing,
             model_evaluation=model_evaluation, serving_root=serving_root, model_name=model_name,
             canary_traffic_percent=canary_traffic_percent, keep_versions=keep_versions,
             tf_serving_root=tf_serving_root,
             kserve_storage_uri_prefix=kserve_storage_uri_prefix,
+            fail_on_stale_baseline=int(bool(fail_on_stale_baseline)),
             pushed_model=types.Channel(type=standard_artifacts.PushedModel)))

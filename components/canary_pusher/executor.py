@@ -12,13 +12,43 @@ from absl import logging
 from tfx.components.pusher import executor as pusher_executor
 from tfx.types import artifact_utils
 
+from components.baseline import resolve
 from components.canary_pusher import staged
 from modules import model as model_lib
 from pipeline.eval_results import overall_metrics
+from rollout import control
 from rollout import staging
-from rollout.control import RolloutController
+from rollout.errors import StaleBaselineError
 
 REQUIRED_SIGNATURES = (model_lib.SERVING_SIGNATURE, model_lib.RAW_SIGNATURE)
+
+# Custom properties of the PushedModel artifact (read by runners/summary.py
+# and lineage).
+MODEL_NAME = 'model_name'
+ROLLOUT_ROLE = 'rollout_role'
+CHALLENGES_STABLE_VERSION = 'challenges_stable_version'
+SERVING_ROOT = 'serving_root'
+# Why a blessed model was not staged ('' when it was, or was not blessed).
+NOT_PUSHED_REASON = 'not_pushed_reason'
+# 1 when the push was refused because the baseline moved (compare-and-set).
+STALE_BASELINE = 'stale_baseline'
+
+
+def judged_stable(input_dict):
+    """The stable version the Evaluator judged the model against.
+
+    None = "nothing served" (a first model); control.ANY_STABLE when the
+    blessing does not say (a blessing from a stock Evaluator), which skips the
+    compare-and-set rather than refusing every push.
+    """
+    blessing = artifact_utils.get_single_instance(input_dict['model_blessing'])
+    if not blessing.has_custom_property(resolve.HAS_BASELINE):
+        return control.ANY_STABLE
+    if blessing.get_int_custom_property(resolve.HAS_BASELINE) != 1:
+        return None
+    if not blessing.has_custom_property(resolve.BASELINE_VERSION):
+        return control.ANY_STABLE
+    return blessing.get_int_custom_property(resolve.BASELINE_VERSION) or None
 
 
 def _candidate_metrics(input_dict):
@@ -38,43 +68,60 @@ class Executor(pusher_executor.Executor):
         self._log_startup(input_dict, output_dict, exec_properties)
         model_push = artifact_utils.get_single_instance(output_dict['pushed_model'])
         model_name = exec_properties['model_name']
-        model_push.set_string_custom_property('model_name', model_name)
+        model_push.set_string_custom_property(MODEL_NAME, model_name)
         if not self.CheckBlessing(input_dict):
             # Not blessed: record it on the artifact (ML Metadata) and touch nothing on disk.
             self._MarkNotPushed(model_push)  # noqa: keeps TFX's pushed=0 convention
             return
-
-        serving_root = exec_properties['serving_root']
-        controller = RolloutController(
-            serving_root, model_name,
+        controller = control.RolloutController(
+            exec_properties['serving_root'], model_name,
             storage_uri_prefix=exec_properties.get('kserve_storage_uri_prefix') or None,
             tf_serving_root=exec_properties.get('tf_serving_root') or None)
+        model_push.set_string_custom_property(SERVING_ROOT, controller.serving_root)
         model_path = self.GetModelPath(input_dict)
-        before = controller.status()
-
-        version = staged.already_serving(model_path, controller.serving_root, model_name,
-                                         [before.get('canary'), before.get('stable')])
-        if version is not None:
-            logging.info('CanaryPusher: %s is already staged as version %d; not staging again',
-                          model_path, version)
-            role = 'stable' if version == before.get('stable') else 'canary'
-            challenged = before.get('stable') if role == 'canary' else None
-        else:
-            result = controller.stage(
-                model_path,
-                canary_percent=exec_properties['canary_traffic_percent'],
-                validate=functools.partial(staging.validate_saved_model,
-                                           required_signatures=REQUIRED_SIGNATURES),
-                reason='blessed by Evaluator',
-                metrics=_candidate_metrics(input_dict),
-                keep=exec_properties['keep_versions'])
-            version = result['version']
-            role = 'stable' if result['after']['stable'] == version else 'canary'
-            challenged = result['before']['stable'] if role == 'canary' else None
-
+        try:
+            version, role, challenged = self._push(controller, model_path, input_dict,
+                                                   exec_properties)
+        except StaleBaselineError as e:
+            self._mark_stale(model_push, str(e))
+            if exec_properties.get('fail_on_stale_baseline'):
+                # On Kubeflow the task's failure is what the run status shows;
+                # locally the runner reads the artifact and sets the exit status.
+                raise
+            return
         destination = os.path.join(controller.serving_root, model_name, str(version))
         self._MarkPushed(model_push, pushed_destination=destination, pushed_version=str(version))
-        model_push.set_string_custom_property('rollout_role', role)
-        model_push.set_int_custom_property('challenges_stable_version', challenged or 0)
-        model_push.set_string_custom_property('serving_root', controller.serving_root)
+        model_push.set_string_custom_property(ROLLOUT_ROLE, role)
+        model_push.set_int_custom_property(CHALLENGES_STABLE_VERSION, challenged or 0)
         logging.info('CanaryPusher: %s staged as version %d (%s)', model_path, version, role)
+
+    def _push(self, controller, model_path, input_dict, exec_properties):
+        """Stages the model unless it already serves; returns (version, role, challenged)."""
+        before = controller.load()
+        version = staged.already_serving(
+            model_path, controller.serving_root, controller.model_name,
+            [before.canary_version, before.stable_version])
+        if version is not None:
+            logging.info('CanaryPusher: %s is already staged as version %d; not staging again',
+                         model_path, version)
+            role = 'stable' if version == before.stable_version else 'canary'
+            return version, role, before.stable_version if role == 'canary' else None
+        result = controller.stage(
+            model_path,
+            canary_percent=exec_properties['canary_traffic_percent'],
+            validate=functools.partial(staging.validate_saved_model,
+                                       required_signatures=REQUIRED_SIGNATURES),
+            reason='blessed by Evaluator',
+            metrics=_candidate_metrics(input_dict),
+            keep=exec_properties['keep_versions'],
+            expect_stable=judged_stable(input_dict))
+        version = result['version']
+        role = 'stable' if result['after']['stable'] == version else 'canary'
+        return version, role, result['before']['stable'] if role == 'canary' else None
+
+    def _mark_stale(self, model_push, reason):
+        """Blessed, but against a baseline that no longer serves: record, stage nothing."""
+        self._MarkNotPushed(model_push)
+        model_push.set_string_custom_property(NOT_PUSHED_REASON, reason)
+        model_push.set_int_custom_property(STALE_BASELINE, 1)
+        logging.warning('CanaryPusher: %s', reason)
