@@ -96,9 +96,8 @@ def run(config: PipelineConfig, out=print):
         config = dataclasses.replace(config, beam_args=beam_args_for(input_bytes))
     os.makedirs(config.workspace, exist_ok=True)
     connection = metadata_connection_config(config)
-    first_execution_id = summary.last_execution_id(connection)
-
     pipeline = create_pipeline(config, connection)
+    run_id, ir = compile_with_run_id(pipeline)
     which = ('spans %d-%d' % tuple(config.span_range) if config.span_range is not None
              else 'span %d' % config.span)
     out('Running %s on %s (%s) -> workspace %s'
@@ -107,9 +106,35 @@ def run(config: PipelineConfig, out=print):
     out('Beam: %s (%.1f MB of input)' % (' '.join(config.beam_args), input_bytes / 2 ** 20))
     started = time.time()
     with progress_lines(len(pipeline.components), out):
-        LocalDagRunner().run(pipeline)
+        LocalDagRunner().run_with_ir(ir)
     _record_rollout_events(config, connection, out)
-    return summary.summarize(connection, config, first_execution_id, time.time() - started)
+    return summary.summarize(connection, config, run_id, time.time() - started)
+
+
+def new_run_id():
+    """A pipeline run id unique even for two runs started in the same microsecond.
+
+    LocalDagRunner's own is datetime.now().isoformat(); ours sorts the same way
+    and adds a random suffix, and we know it, so the summary can read exactly
+    this run's pipeline_run context.
+    """
+    import datetime
+    import uuid
+    return '%s-%s' % (datetime.datetime.now().isoformat(), uuid.uuid4().hex[:8])
+
+
+def compile_with_run_id(pipeline):
+    """(run_id, pipeline IR with that run id substituted) for LocalDagRunner.run_with_ir."""
+    from tfx.dsl.compiler import compiler
+    from tfx.dsl.compiler import constants
+    from tfx.orchestration.portable import runtime_parameter_utils
+
+    ir = compiler.Compiler().compile(pipeline)
+    run_id = new_run_id()
+    # run_with_ir substitutes its own id only where the parameter is still unset.
+    runtime_parameter_utils.substitute_runtime_parameter(
+        ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
+    return run_id, ir
 
 
 def _record_rollout_events(config, connection, out):

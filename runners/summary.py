@@ -4,10 +4,12 @@ from typing import Dict, Optional
 
 from ml_metadata.metadata_store import metadata_store
 
+from components.baseline import resolve
+from components.canary_pusher import executor as pusher_executor
 from pipeline.eval_results import overall_metrics
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class RunSummary:
     span: Optional[int]
     blessed: Optional[bool]
@@ -19,11 +21,24 @@ class RunSummary:
     model_uri: Optional[str]
     seconds: float
     span_range: Optional[str] = None   # "A-B" when the run ingested a span range.
+    # Why a blessed model was not staged (the baseline moved during the run).
+    not_pushed_reason: Optional[str] = None
+    run_id: Optional[str] = None       # TFX pipeline run id (its pipeline_run context).
 
     @property
     def span_used(self):
         """What the run trained on: "1-2" for a span range, else the span."""
         return self.span_range or self.span
+
+    @property
+    def stale_baseline(self):
+        """Blessed, but refused at push: the baseline it beat no longer serves."""
+        return bool(self.blessed and not self.pushed and self.not_pushed_reason)
+
+    def _pushed_line(self):
+        if self.pushed:
+            return self.pushed_destination
+        return 'NOT PUSHED: %s' % self.not_pushed_reason if self.not_pushed_reason else 'nothing pushed'
 
     def format(self):
         def metric_line(m):
@@ -36,31 +51,37 @@ class RunSummary:
                                       if self.baseline_uri else 'none (first model)'),
             '  blessed        : %s' % {True: 'yes', False: 'NO (thresholds not met or regression vs baseline)',
                                       None: 'n/a'}[self.blessed],
-            '  pushed to      : %s' % (self.pushed_destination if self.pushed else 'nothing pushed'),
+            '  pushed to      : %s' % self._pushed_line(),
             '  wall time      : %.1f s' % self.seconds,
         ]
         return '\n'.join(lines)
 
 
-def last_execution_id(connection_config):
-    store = metadata_store.MetadataStore(connection_config)
-    executions = store.get_executions()
-    return max((e.id for e in executions), default=0)
+PIPELINE_RUN_CONTEXT_TYPE = 'pipeline_run'   # TFX's context type for one run.
+NODE_CONTEXT_TYPE = 'node'
 
 
-def _node_executions(store, pipeline_name, first_execution_id):
-    """{node_id: newest execution after first_execution_id} for this pipeline."""
-    latest = {}
+def _run_executions(store, pipeline_name, run_id):
+    """{node_id: execution} of exactly the pipeline run `run_id`.
+
+    Read through the run's own pipeline_run context, never "the newest
+    execution of node X": a second run in the same workspace (a scheduled
+    retrain overlapping a manual one) writes executions of the same nodes.
+    Cached nodes count too: TFX records a CACHED execution in the run's context.
+    """
+    context = store.get_context_by_type_and_name(PIPELINE_RUN_CONTEXT_TYPE, run_id)
+    if context is None:
+        return {}
+    in_run = {e.id: e for e in store.get_executions_by_context(context.id)}
+    result = {}
     prefix = pipeline_name + '.'
-    for context in store.get_contexts_by_type('node'):
-        if not context.name.startswith(prefix):
+    for node in store.get_contexts_by_type(NODE_CONTEXT_TYPE):
+        if not node.name.startswith(prefix):
             continue
-        node_id = context.name[len(prefix):]
-        for execution in store.get_executions_by_context(context.id):
-            if execution.id > first_execution_id and (
-                    node_id not in latest or execution.id > latest[node_id].id):
-                latest[node_id] = execution
-    return latest
+        for execution in store.get_executions_by_context(node.id):
+            if execution.id in in_run:
+                result[node.name[len(prefix):]] = execution
+    return result
 
 
 def artifacts_by_role(store, execution_id):
@@ -85,40 +106,61 @@ def _prop(artifact, name):
     return None
 
 
-def summarize(connection_config, config, first_execution_id, seconds):
-    store = metadata_store.MetadataStore(connection_config)
-    executions = _node_executions(store, config.pipeline_name, first_execution_id)
-    span = span_range = None
-    if 'CsvExampleGen' in executions:
-        examples = artifacts_by_role(store, executions['CsvExampleGen'].id).get(('OUTPUT', 'examples'), [])
-        span = _prop(examples[0], 'span') if examples else None
-        # Set only by a span-range ExampleGen (components/span_example_gen); span is its newest.
-        span_range = _prop(examples[0], 'span_range') if examples else None
-    blessed, metrics, baseline_metrics, baseline_uri, model_uri = None, {}, {}, None, None
-    if 'Evaluator' in executions:
-        roles = artifacts_by_role(store, executions['Evaluator'].id)
-        blessing = roles.get(('OUTPUT', 'blessing'), [])
-        if blessing:
-            blessed = bool(_prop(blessing[0], 'blessed'))
-        evaluation = roles.get(('OUTPUT', 'evaluation'), [])
-        if evaluation:
-            all_metrics = overall_metrics(evaluation[0].uri)
-            metrics = all_metrics.get('candidate', {})
-            baseline_metrics = all_metrics.get('baseline', {})
-        baseline = [a for a in roles.get(('INPUT', 'baseline_model'), [])
-                    if _prop(a, 'has_baseline')]  # has_baseline=0: nothing was serving.
-        baseline_uri = ('stable v%s, %s' % (_prop(baseline[0], 'baseline_version'),
-                                            _prop(baseline[0], 'baseline_uri') or baseline[0].uri)
-                        if baseline else None)
-        model = roles.get(('INPUT', 'model'), [])
-        model_uri = model[0].uri if model else None
-    pushed, destination = False, None
+def _span(store, executions):
+    """(span, span_range) of the run's examples."""
+    if 'CsvExampleGen' not in executions:
+        return None, None
+    examples = artifacts_by_role(store, executions['CsvExampleGen'].id).get(('OUTPUT', 'examples'), [])
+    if not examples:
+        return None, None
+    # span_range is set only by a span-range ExampleGen (components/span_example_gen).
+    return _prop(examples[0], 'span'), _prop(examples[0], 'span_range')
+
+
+def _evaluation(store, executions):
+    """dict of the Evaluator's verdict, metrics, baseline and model."""
+    result = dict(blessed=None, metrics={}, baseline_metrics={}, baseline_uri=None, model_uri=None)
+    if 'Evaluator' not in executions:
+        return result
+    roles = artifacts_by_role(store, executions['Evaluator'].id)
+    blessing = roles.get(('OUTPUT', 'blessing'), [])
+    if blessing:
+        result['blessed'] = bool(_prop(blessing[0], 'blessed'))
+    evaluation = roles.get(('OUTPUT', 'evaluation'), [])
+    if evaluation:
+        all_metrics = overall_metrics(evaluation[0].uri)
+        result['metrics'] = all_metrics.get('candidate', {})
+        result['baseline_metrics'] = all_metrics.get('baseline', {})
+    baseline = [a for a in roles.get(('INPUT', 'baseline_model'), [])
+                if _prop(a, resolve.HAS_BASELINE)]  # has_baseline=0: nothing was serving.
+    if baseline:
+        result['baseline_uri'] = 'stable v%s, %s' % (
+            _prop(baseline[0], resolve.BASELINE_VERSION),
+            _prop(baseline[0], resolve.BASELINE_URI) or baseline[0].uri)
+    model = roles.get(('INPUT', 'model'), [])
+    result['model_uri'] = model[0].uri if model else None
+    return result
+
+
+def _push(store, executions):
+    """(pushed, destination, not_pushed_reason) from the pusher's PushedModel."""
     pusher_id = next((n for n in executions if 'Pusher' in n), None)
-    if pusher_id:
-        pushed_model = artifacts_by_role(store, executions[pusher_id].id).get(('OUTPUT', 'pushed_model'), [])
-        if pushed_model:
-            pushed = bool(_prop(pushed_model[0], 'pushed'))
-            destination = _prop(pushed_model[0], 'pushed_destination')
-    return RunSummary(span=span, blessed=blessed, metrics=metrics, baseline_metrics=baseline_metrics,
-                      baseline_uri=baseline_uri, pushed=pushed, pushed_destination=destination,
-                      model_uri=model_uri, seconds=seconds, span_range=span_range)
+    if not pusher_id:
+        return False, None, None
+    pushed_model = artifacts_by_role(store, executions[pusher_id].id).get(('OUTPUT', 'pushed_model'), [])
+    if not pushed_model:
+        return False, None, None
+    artifact = pushed_model[0]
+    return (bool(_prop(artifact, 'pushed')), _prop(artifact, 'pushed_destination'),
+            _prop(artifact, pusher_executor.NOT_PUSHED_REASON) or None)
+
+
+def summarize(connection_config, config, run_id, seconds):
+    """The RunSummary of pipeline run `run_id` (its pipeline_run context)."""
+    store = metadata_store.MetadataStore(connection_config)
+    executions = _run_executions(store, config.pipeline_name, run_id)
+    span, span_range = _span(store, executions)
+    pushed, destination, reason = _push(store, executions)
+    return RunSummary(span=span, span_range=span_range, pushed=pushed,
+                      pushed_destination=destination, not_pushed_reason=reason,
+                      seconds=seconds, run_id=run_id, **_evaluation(store, executions))

@@ -11,6 +11,29 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_ROOT = os.path.join(PROJECT_ROOT, 'data', 'taxi')
 SCHEMA_PATH = os.path.join(DATA_ROOT, 'schema.pbtxt')
 
+# The caller's workspaces: the project's and the one under the directory
+# pytest was started from (both are where `make run` / `tfx-canary run` write).
+CALLER_WORKSPACES = (os.path.join(PROJECT_ROOT, 'workspace'),
+                     os.path.join(os.getcwd(), 'workspace'))
+
+
+@pytest.fixture(autouse=True)
+def _no_caller_workspace(request):
+    """Fails the test if it (or its fixtures) read or wrote ./workspace."""
+    from tests.workspace_guard import WorkspaceGuard, changed
+    guard = WorkspaceGuard(CALLER_WORKSPACES)
+    before = guard.snapshot()
+    guard.start()
+    try:
+        yield
+    finally:
+        accessed = guard.stop()
+    written = changed(before, guard.snapshot())
+    if accessed or written:
+        pytest.fail('%s touched the caller\'s workspace (tests must use tmp paths and pass '
+                    '--workspace/--metadata-path/--serving-root): %s'
+                    % (request.node.nodeid, '; '.join((accessed + written)[:5])), pytrace=False)
+
 
 @pytest.fixture(scope='session')
 def schema():
