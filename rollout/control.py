@@ -285,6 +285,13 @@ class RolloutController:
             removed = staging.clean_stale_temp_dirs(
                 self.serving_root, self.model_name)
             files = self._write_derived(current, *targets)
+            # A killed models.config writer leaves its temp file in the
+            # serving root; that file is written under the config lock.
+            with fsutil.file_lock(
+                    os.path.join(self.serving_root, CONFIG_LOCK_FILE),
+                    timeout=self.lock_timeout):
+                removed = sorted(removed + fsutil.remove_stale_temp_files(
+                    self.serving_root, [tfserving.CONFIG_FILE_NAME]))
             audit = self._audit(current)
         return {"files": files, "removed_temp_dirs": removed,
                 "audit": audit, "state": _snapshot(current)}

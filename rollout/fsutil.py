@@ -8,6 +8,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -16,6 +17,9 @@ import time
 from rollout.errors import RolloutError
 
 DEFAULT_LOCK_TIMEOUT_SECONDS = 120.0
+
+# atomic_write_bytes' temp files: `.<name>.<pid>.<8 hex>.tmp`.
+_TEMP_FILE_RE = re.compile(r"\.(?P<name>.+)\.[0-9]+\.[0-9a-f]{8}\.tmp")
 
 
 def fsync_dir(path):
@@ -72,6 +76,34 @@ def atomic_write_bytes(path, data):
             os.unlink(tmp)
         raise
     fsync_dir(directory)
+
+
+def remove_stale_temp_files(directory, names=None):
+    """Remove atomic_write_bytes temp files a killed writer left behind.
+
+    A writer killed between writing its temp file and renaming it leaves a
+    hidden `.<name>.<pid>.<hex>.tmp` next to `<name>`. Only files for `names`
+    (all such files if None) in `directory` are removed. The caller MUST
+    hold the lock that serialises writes to those names, or it could delete
+    a live writer's temp file. Returns the removed paths, sorted.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        match = _TEMP_FILE_RE.fullmatch(entry.name)
+        if not match or (names is not None and match["name"] not in names):
+            continue
+        if not entry.is_file(follow_symlinks=False):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.path)
+            removed.append(entry.path)
+    if removed:
+        fsync_dir(directory)
+    return sorted(removed)
 
 
 def atomic_write_text(path, text, encoding="utf-8"):

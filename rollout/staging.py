@@ -13,6 +13,7 @@ import re
 import shutil
 
 from rollout import fsutil
+from rollout import kserve
 from rollout.errors import RolloutError
 
 STAGING_PREFIX = ".staging-"
@@ -123,6 +124,11 @@ def stage_model(src_dir, serving_root, model_name, validate=None,
 def clean_stale_temp_dirs(serving_root, model_name):
     """Remove leftovers of crashed stage/prune runs; return removed paths.
 
+    These are hidden staging and deleting dirs, and the temp files of
+    atomic writes (rollout.json, its backup, the KServe manifest) whose
+    writer was killed before its rename: everything written in the model
+    dir is written under the model lock.
+
     Call it only while holding the model lock: outside the lock, another
     process's in-flight staging dir would look stale too.
     """
@@ -138,6 +144,9 @@ def clean_stale_temp_dirs(serving_root, model_name):
             removed.append(entry.path)
     if removed:
         fsutil.fsync_dir(directory)
+    removed += fsutil.remove_stale_temp_files(directory)
+    removed += fsutil.remove_stale_temp_files(
+        os.path.join(directory, kserve.MANIFEST_DIR))
     return sorted(removed)
 
 
