@@ -164,3 +164,13 @@ def test_pipeline_name_must_suit_kfp():
     from pipeline.configs import ConfigError
     with pytest.raises(ConfigError, match='lower-case'):
         kubeflow_runner.cluster_config(PipelineConfig(pipeline_name='Taxi_Pipeline'), kfp_config())
+
+
+def test_a_push_against_a_moved_baseline_fails_the_pusher_task_on_kfp(spec, vertex_job):
+    """Locally the refusal is recorded and `run` exits 3; on KFP/Vertex the task status is
+    the outcome users see, so the compiled CanaryPusher fails on a stale baseline."""
+    kfp_params = spec['root']['dag']['tasks']['CanaryPusher']['inputs']['parameters']
+    assert kfp_params['fail_on_stale_baseline']['runtimeValue']['constant'] == 1
+    vertex_params = (vertex_job['pipelineSpec']['root']['dag']['tasks']['CanaryPusher']
+                     ['inputs']['parameters'])
+    assert vertex_params['fail_on_stale_baseline']['runtimeValue']['constant'] == 1
