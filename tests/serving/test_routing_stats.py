@@ -1,4 +1,5 @@
 """Traffic split, stickiness and the histogram maths (fast, no TensorFlow)."""
+import os
 import random
 
 import pytest
@@ -37,8 +38,23 @@ def test_keyed_requests_are_sticky_and_monotonic_in_the_percent():
     assert at[5] <= at[25] <= at[50]
     # ... and the share matches the percent (sd ~31 at 25%).
     assert abs(len(at[25]) - 1250) < 5 * 31
-    # Hashing is stable across processes (no PYTHONHASHSEED dependence).
-    assert routing.bucket('taxi', 'user-1') == routing.bucket('taxi', 'user-1')
+
+
+def test_sticky_buckets_are_the_same_in_other_interpreters():
+    """Two server replicas (or a restart) send a key to the same arm: the bucket must not
+    depend on the interpreter's string-hash seed."""
+    import json
+    import subprocess
+    import sys
+    keys = ['user-%d' % i for i in range(200)]
+    here = [routing.bucket('taxi', k) for k in keys]
+    code = ('import json, sys; from serving import routing; '
+            'print(json.dumps([routing.bucket("taxi", k) for k in json.load(sys.stdin)]))')
+    for seed in ('1', '2'):
+        other = subprocess.run([sys.executable, '-c', code], input=json.dumps(keys), text=True,
+                               capture_output=True, check=True,
+                               env=dict(os.environ, PYTHONHASHSEED=seed))
+        assert json.loads(other.stdout) == here
 
 
 @pytest.mark.parametrize('traffic, canary, mode, expected', [
