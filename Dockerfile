@@ -32,6 +32,7 @@ RUN if [ "$GPU" = "1" ]; then \
 # The project as an installed package (every package setup.py lists): executors and module paths in the compiled spec import from
 # site-packages. The source is not kept, so nothing shadows the install.
 COPY setup.py /tmp/src/
+COPY common /tmp/src/common
 COPY components /tmp/src/components
 COPY modules /tmp/src/modules
 COPY pipeline /tmp/src/pipeline

@@ -7,10 +7,10 @@ setup(
     description='TFX pipeline that retrains, evaluates against the serving baseline '
                 'and stages blessed models as canary versions',
     python_requires='>=3.10,<3.12',
-    packages=find_packages(include=['pipeline', 'pipeline.*', 'components', 'components.*',
-                                    'modules', 'modules.*', 'runners', 'runners.*',
-                                    'rollout', 'rollout.*', 'lineage', 'lineage.*',
-                                    'serving', 'serving.*']),
+    packages=find_packages(include=['common', 'common.*', 'pipeline', 'pipeline.*',
+                                    'components', 'components.*', 'modules', 'modules.*',
+                                    'runners', 'runners.*', 'rollout', 'rollout.*',
+                                    'lineage', 'lineage.*', 'serving', 'serving.*']),
     package_data={'serving': ['default_policy.yaml']},
     # The TFX stack is pinned in requirements/lock.txt and installed from it
     # (see the Makefile); these are the direct dependencies for reference.

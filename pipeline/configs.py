@@ -9,6 +9,7 @@ import os
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from common import locations
 from modules import hparams
 from pipeline.errors import TfxCanaryError
 
@@ -39,9 +40,9 @@ class ConfigError(TfxCanaryError):
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     # --- names and places
-    pipeline_name: str = 'tfx-canary-taxi'
-    model_name: str = 'taxi'
-    workspace: str = 'workspace'              # Everything a local run writes.
+    pipeline_name: str = locations.DEFAULT_PIPELINE_NAME
+    model_name: str = locations.DEFAULT_MODEL_NAME
+    workspace: str = locations.DEFAULT_WORKSPACE  # Everything a local run writes.
     data_root: str = BUNDLED_DATA_ROOT        # Holds span-N/ folders of CSVs.
     schema_path: str = os.path.join(BUNDLED_DATA_ROOT, 'schema.pbtxt')
     # Overrides for the places derived from `workspace` (None = derived).
@@ -95,15 +96,15 @@ class PipelineConfig:
 
     @property
     def pipeline_root(self) -> str:
-        return self.pipeline_root_override or os.path.join(self.workspace, 'pipeline')
+        return self.pipeline_root_override or locations.pipeline_root_in(self.workspace)
 
     @property
     def metadata_path(self) -> str:
-        return self.metadata_path_override or os.path.join(self.workspace, 'metadata.sqlite')
+        return self.metadata_path_override or locations.metadata_path_in(self.workspace)
 
     @property
     def serving_root(self) -> str:
-        return self.serving_root_override or os.path.join(self.workspace, 'serving')
+        return self.serving_root_override or locations.serving_root_in(self.workspace)
 
     def module_fingerprint(self) -> str:
         """sha256 of the model code package's .py files (module_path).
