@@ -15,8 +15,7 @@ lineage.graph.to_dot / write_png. Connections (SQLite read-only, MySQL,
 gRPC): lineage.connection. Everything only reads the store.
 """
 
-DEFAULT_PIPELINE_NAME = 'tfx-canary-taxi'
-DEFAULT_MODEL_NAME = 'taxi'
+from common.locations import DEFAULT_MODEL_NAME, DEFAULT_PIPELINE_NAME
 
 
 def open_lineage(connection_config, pipeline_name=DEFAULT_PIPELINE_NAME):

@@ -71,7 +71,7 @@ def _read_rollout_json(path):
             state = json.load(f)
         return {'stable': state.get('stable_version'), 'canary': state.get('canary_version'),
                 'traffic_percent': state.get('canary_traffic_percent') or 0,
-                'phase': state.get('phase'), 'source': path}, None
+                'phase': state.get('phase'), 'source': path, 'rollout_json': path}, None
     except (OSError, ValueError, AttributeError) as exc:
         return None, f'cannot read {path} ({exc}); using ML Metadata instead'
 
@@ -82,10 +82,12 @@ def served_state(queries, serving_root, model_name):
     Without rollout.json (a store inspected away from the serving host) the
     last recorded rollout transition says what serves; without any, the
     newest pushes' `rollout_role` properties (the role they were staged
-    with). Returns the state dict (with 'source' and 'warnings') or None.
+    with). Returns the state dict (with 'source', 'warnings', 'serving_root'
+    and 'rollout_json': the file read, None when it was not) or None.
     """
     warnings = []
     state = None
+    serving_root = os.path.abspath(serving_root) if serving_root else None
     path = os.path.join(serving_root, model_name, ROLLOUT_FILE) if serving_root else None
     if path and os.path.isfile(path):
         state, warning = _read_rollout_json(path)
@@ -120,7 +122,17 @@ def served_state(queries, serving_root, model_name):
                                'or rollout events found)'}
     if state is not None:
         state['warnings'] = warnings
+        state.setdefault('rollout_json', None)
+        state['serving_root'] = serving_root
     return state
+
+
+def serving_state_record(served, serving_root, model_name):
+    """Which rollout.json a record's serving roles came from (JSON `serving_state`)."""
+    serving_root = os.path.abspath(serving_root) if serving_root else None
+    return {'serving_root': serving_root,
+            'rollout_json': (served or {}).get('rollout_json'),
+            'source': (served or {}).get('source')}
 
 
 def role_of_version(served, version):
@@ -144,7 +156,8 @@ def _served_ref(served, version):
             traffic if role == 'canary' else 100)
     return {'version': version, 'role': role, 'traffic_percent': share,
             'stable_version': served.get('stable'), 'canary_version': served.get('canary'),
-            'source': served.get('source')}
+            'source': served.get('source'), 'rollout_json': served.get('rollout_json'),
+            'serving_root': served.get('serving_root')}
 
 
 # ---------------------------------------------------------------- targets
@@ -576,7 +589,7 @@ def _run_status(executions):
 def runs(queries, model_name, serving_root, limit=None):
     """The pipeline's runs, newest first, with what each consumed and produced."""
     contexts = queries.run_contexts(limit=limit)
-    served = served_state(queries, serving_root, model_name) if serving_root else None
+    served = served_state(queries, serving_root, model_name)
     rows = []
     for context in contexts:
         executions, by_type = queries.run_contents(context)
@@ -611,6 +624,7 @@ def runs(queries, model_name, serving_root, limit=None):
     return {'schema_version': SCHEMA_VERSION, 'kind': 'lineage.runs',
             'pipeline': queries.pipeline_name, 'model_name': model_name,
             'store': queries.store.description, 'runs': rows,
+            'serving_state': serving_state_record(served, serving_root, model_name),
             'limit': limit or None}
 
 
@@ -735,6 +749,8 @@ def diff(queries, model_name, serving_root, a, b):
         'store': queries.store.description,
         'a': _summary(ra, label_a),
         'b': _summary(rb, label_b),
+        'serving_state': serving_state_record(ra.get('served') or rb.get('served'),
+                                              serving_root, model_name),
         'data': {
             'span': _pair(span_label(ea), span_label(eb)),
             'spans': _pair(ea.get('spans'), eb.get('spans')),

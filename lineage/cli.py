@@ -17,28 +17,41 @@ import re
 import struct
 import sys
 
+from common import locations
 from lineage.errors import LineageError
 
-DEFAULT_SERVING_ROOT = './workspace/serving'
-DEFAULT_MODEL_NAME = 'taxi'
-DEFAULT_PIPELINE_NAME = 'tfx-canary-taxi'
+# Kept for callers of the old names; common/locations.py owns the layout.
+DEFAULT_SERVING_ROOT = locations.serving_root_in(locations.DEFAULT_WORKSPACE)
+DEFAULT_MODEL_NAME = locations.DEFAULT_MODEL_NAME
+DEFAULT_PIPELINE_NAME = locations.DEFAULT_PIPELINE_NAME
 
 _EPILOG = """\
 The store is the local SQLite file by default (--metadata-path, opened read
 only); --mysql-host/--mysql-database/... reads an MLMD store in MySQL or
 MariaDB (use a SELECT-only user), --grpc-host an MLMD gRPC server.
 Stable and canary come from <serving root>/<model>/rollout.json, else from
-the rollout events recorded in ML Metadata. See docs/lineage.md.
+the rollout events recorded in ML Metadata; the output names the file used
+(`serving state:`). See docs/lineage.md.
+
+Locations: the same --workspace as `tfx-canary run` (default ./workspace):
+--metadata-path defaults to WORKSPACE/metadata.sqlite, --serving-root to
+WORKSPACE/serving. Without --serving-root and --workspace, the serving state
+is the one that belongs to the store: the serving root its newest push
+recorded, if that folder exists here, else the serving/ folder next to the
+SQLite file; a MySQL or gRPC store has no local one (its rollout events say
+what serves).
 """
 
 
 def _common_options():
     common = argparse.ArgumentParser(add_help=False)
-    store = common.add_argument_group('ML Metadata store (default: local SQLite)')
-    store.add_argument(
-        '--metadata-path', default=None, metavar='FILE',
-        help='SQLite ML Metadata store, opened read-only '
-             '(default: ./workspace/metadata.sqlite)')
+    where = common.add_argument_group('locations (as in `tfx-canary run --workspace`)')
+    locations.add_location_options(where, notes={
+        'metadata_path': 'opened read-only',
+        'serving_root': 'where <model>/rollout.json says what serves; without it and '
+                        '--workspace, the serving root the newest push recorded in ML '
+                        'Metadata, if that folder exists here'})
+    store = common.add_argument_group('other ML Metadata stores (instead of SQLite)')
     store.add_argument('--mysql-host', metavar='HOST',
                        help='read a MySQL/MariaDB-backed store on HOST instead')
     store.add_argument('--mysql-port', type=int, default=3306, metavar='PORT',
@@ -57,11 +70,6 @@ def _common_options():
     names = common.add_argument_group('what to look at')
     names.add_argument('--pipeline-name', default=DEFAULT_PIPELINE_NAME, metavar='NAME',
                        help='pipeline whose runs to read (default: %(default)s)')
-    names.add_argument('--model-name', default=DEFAULT_MODEL_NAME, metavar='NAME',
-                       help='served model (default: %(default)s)')
-    names.add_argument('--serving-root', default=DEFAULT_SERVING_ROOT, metavar='DIR',
-                       help='where <model>/rollout.json says what serves '
-                            '(default: %(default)s)')
     return common
 
 
@@ -167,17 +175,55 @@ def connection_config(args):
                                        password=password)
     if args.grpc_host:
         return connection.grpc_config(args.grpc_host, args.grpc_port)
-    return connection.sqlite_config(args.metadata_path or connection.DEFAULT_METADATA_PATH)
+    return connection.sqlite_config(locations.resolve(args).metadata_path)
 
 
-def _queries(args):
+def recorded_serving_roots(queries, model_name, limit=None):
+    """[(serving root, 'PushedModel #N')] the model's pushes recorded, newest first."""
+    from lineage.query import value_of
+
+    try:
+        pushes = queries.pushed_models(model_name, limit=limit)
+    except LineageError:
+        return []   # The command's own queries report what is wrong.
+    return [(str(value_of(p, 'serving_root')), f'PushedModel #{p.id}') for p in pushes
+            if value_of(p, 'serving_root')]
+
+
+def _open(args):
+    """(LineageQueries, Locations): the store, and the serving root that belongs to it."""
     from lineage import connection
     from lineage.query import LineageQueries
 
+    where = locations.resolve(args)
     _check_name('--pipeline-name', args.pipeline_name)
-    _check_name('--model-name', args.model_name)
+    _check_name('--model-name', where.model_name)
     store = connection.open_store(connection_config(args))
-    return LineageQueries(store, args.pipeline_name)
+    queries = LineageQueries(store, args.pipeline_name)
+    local = not (args.mysql_host or args.grpc_host)
+    if not (where.is_given(locations.SERVING_ROOT) or where.is_given(locations.WORKSPACE)):
+        newest = recorded_serving_roots(queries, where.model_name, limit=1)
+        root, by = newest[0] if newest else (None, None)
+        where = locations.serving_root_for_store(where, root, by, store_is_local=local)
+    elif local and where.metadata_is_a_guess:
+        # Only --serving-root: ./workspace's store must be that root's.
+        roots = sorted({r for r, _ in recorded_serving_roots(queries, where.model_name)})
+        if not locations.store_belongs_to(roots, where.serving_root):
+            raise LineageError(
+                f'--serving-root {os.path.abspath(where.serving_root)} has no metadata.sqlite '
+                f'next to it, and the default store {os.path.abspath(where.metadata_path)} '
+                f'is the store of serving root {", ".join(roots)}: pass --metadata-path '
+                f'(or --workspace) with the store of this serving root')
+    return queries, where
+
+
+def _with_serving_root_from(record, where):
+    """Adds how the serving root was chosen to the record's serving-state dicts."""
+    for state in (record.get('served'), record.get('serving_state'),
+                  (record.get('a') or {}).get('served'), (record.get('b') or {}).get('served')):
+        if isinstance(state, dict):
+            state['serving_root_from'] = where.serving_root_from
+    return record
 
 
 def _emit(text):
@@ -213,8 +259,9 @@ def cmd_runs(args):
 
     if args.limit < 0:
         raise LineageError(f'--limit must be 0 (all) or more, got {args.limit}')
-    record = build.runs(_queries(args), args.model_name, args.serving_root,
-                        limit=args.limit or None)
+    queries, where = _open(args)
+    record = _with_serving_root_from(build.runs(queries, where.model_name, where.serving_root,
+                                                limit=args.limit or None), where)
     if args.json:
         _print_json(record)
     else:
@@ -228,8 +275,10 @@ def cmd_show(args):
 
     version = parse_version(args.version) if args.version is not None else None
     role = 'stable' if args.stable else ('canary' if args.canary else None)
-    record = build.show(_queries(args), args.model_name, args.serving_root,
-                        version=version, role=role, artifact_id=args.artifact_id)
+    queries, where = _open(args)
+    record = _with_serving_root_from(build.show(
+        queries, where.model_name, where.serving_root, version=version, role=role,
+        artifact_id=args.artifact_id), where)
     if args.json:
         _print_json(record)
     elif args.dot is not None:
@@ -258,7 +307,9 @@ def cmd_diff(args):
 
     a = parse_version(args.a, allow_roles=True)
     b = parse_version(args.b, allow_roles=True)
-    record = build.diff(_queries(args), args.model_name, args.serving_root, a, b)
+    queries, where = _open(args)
+    record = _with_serving_root_from(build.diff(queries, where.model_name, where.serving_root,
+                                                a, b), where)
     if args.json:
         _print_json(record)
     else:

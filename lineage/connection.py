@@ -17,9 +17,10 @@ import tempfile
 from ml_metadata import errors as mlmd_errors
 from ml_metadata.proto import metadata_store_pb2
 
+from common import locations
 from lineage.errors import StoreUnavailableError
 
-DEFAULT_METADATA_PATH = './workspace/metadata.sqlite'
+DEFAULT_METADATA_PATH = locations.metadata_path_in(locations.DEFAULT_WORKSPACE)
 DEFAULT_MYSQL_PORT = 3306
 DEFAULT_GRPC_PORT = 8080
 # A gRPC call to a host that drops packets would otherwise wait forever.
@@ -31,9 +32,9 @@ def sqlite_config(path):
     path = os.path.abspath(os.fspath(path))
     if not os.path.isfile(path):
         raise StoreUnavailableError(
-            f'ML Metadata store {path} does not exist: pass --metadata-path '
-            f'with the metadata.sqlite of a pipeline workspace (default '
-            f'{DEFAULT_METADATA_PATH}), or --mysql-host / --grpc-host')
+            f'ML Metadata store {path} does not exist: pass --workspace or '
+            f'--metadata-path with the metadata.sqlite of a pipeline workspace '
+            f'(default ./{DEFAULT_METADATA_PATH}), or --mysql-host / --grpc-host')
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = path
     config.sqlite.connection_mode = (

@@ -5,6 +5,7 @@ lineage/build.py, so the text and `--json` never disagree.
 """
 
 import json
+import os
 import sys
 
 METRIC_ORDER = ('auc', 'binary_accuracy', 'example_count', 'loss')
@@ -218,13 +219,35 @@ def _event_line(event, glyphs):
             f'{glyphs.arrow} {", ".join(state) or "nothing served"}   {who}{why}{link}')
 
 
+def serving_state_line(state, model_name):
+    """`serving state: <the rollout.json read>`, or where the roles came from instead.
+
+    `state`: a record's `served` or `serving_state` dict (source, rollout_json,
+    serving_root, and serving_root_from when the CLI chose the root).
+    """
+    if not state or not state.get('source'):
+        return None
+    if state.get('rollout_json'):
+        text = f'serving state: {state["rollout_json"]}'
+    elif state.get('serving_root'):
+        looked_for = os.path.join(state['serving_root'], model_name, 'rollout.json')
+        text = f'serving state: {state["source"]} (no {looked_for})'
+    else:
+        text = (f'serving state: {state["source"]} (no local serving root: pass '
+                f'--serving-root or --workspace to read a rollout.json)')
+    how = state.get('serving_root_from') or ''
+    if how.startswith('recorded'):   # Not a flag or the folder next to the store: say so.
+        text += f' (serving root {how})'
+    return text
+
+
 def show_text(record, show_slices=True, unicode_ok=None):
     """The readable tree of one `lineage show` record."""
     g = _glyphs(unicode_ok)
     lines = [_served_headline(record)]
-    served = record.get('served')
-    if served and served.get('source'):
-        lines.append(f'  serving state from {served["source"]}')
+    state = serving_state_line(record.get('served'), record['model_name'])
+    if state:
+        lines.append('  ' + state)
     lines.append(f'  pipeline {record["pipeline"]}, {record["store"]}')
     lines.append('  (Type #N: artifact id N; execution N: execution id N)')
     lines.append('')
@@ -392,7 +415,8 @@ def runs_text(record):
     footer = f'{len(rows)} run(s) of {record["pipeline"]}, newest first; {record["store"]}'
     if record.get('limit') and len(rows) == record['limit']:
         footer += f' (limited to {record["limit"]}; --limit 0 for all)'
-    return '\n'.join(lines + [footer])
+    state = serving_state_line(record.get('serving_state'), record['model_name'])
+    return '\n'.join(lines + [footer] + ([state] if state else []))
 
 
 def _cell(value):
@@ -491,6 +515,9 @@ def diff_text(record, show_slices=True, unicode_ok=None):
         lines += ['', f'Head to head on the same data: {h2h["evaluated_in"]}\'s evaluation '
                       f'(span {h2h["span"]} eval split), {h2h["baseline"]} was its baseline:']
         lines += _metric_rows(h2h['slices'], la, lb, g, show_slices)
+    state = serving_state_line(record.get('serving_state'), record['model_name'])
+    if state:
+        lines += ['', state]
     for warning in record.get('warnings') or []:
         lines.append(f'warning: {warning}')
     return '\n'.join(lines)

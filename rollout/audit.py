@@ -157,6 +157,18 @@ def find_pushed_model_artifact_id(store, model_name, version):
     return max(matches) if matches else None
 
 
+def recorded_serving_roots(store, model_name):
+    """The serving roots the model's PushedModel artifacts recorded (CanaryPusher
+    sets `serving_root`): which serving root this store's pushes went to."""
+    roots = set()
+    for artifact in store.get_artifacts_by_type(PUSHED_MODEL_TYPE_NAME):
+        name = _custom_value(artifact, "model_name")
+        root = _custom_value(artifact, "serving_root")
+        if root and name in (None, model_name):
+            roots.add(str(root))
+    return sorted(roots)
+
+
 def transitions(store, model_name):
     """Return the recorded events of `model_name`, oldest first.
 

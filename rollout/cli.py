@@ -10,41 +10,47 @@ import os
 import re
 import sys
 
+from common import locations
+from common.cli import add_deprecated_alias
 from rollout import analyze as analyze_mod
 from rollout import control
 from rollout.errors import RolloutError
 
-DEFAULT_SERVING_ROOT = "./workspace/serving"
-DEFAULT_MODEL_NAME = "taxi"
-DEFAULT_METADATA_PATH = "./workspace/metadata.sqlite"
+# Kept for callers of the old names; common/locations.py owns the layout.
+DEFAULT_SERVING_ROOT = locations.serving_root_in(locations.DEFAULT_WORKSPACE)
+DEFAULT_MODEL_NAME = locations.DEFAULT_MODEL_NAME
+DEFAULT_METADATA_PATH = locations.metadata_path_in(locations.DEFAULT_WORKSPACE)
 
 _EPILOG = """\
 Traffic split: the canary gets PERCENT of requests and stable the rest.
 Every change updates rollout.json (source of truth), models.config (TF
 Serving) and, when a storage URI prefix is known, the KServe manifest, and is
 recorded in the ML Metadata store when one is found.
+
+Locations: the same --workspace as `tfx-canary run` (default ./workspace):
+--serving-root defaults to WORKSPACE/serving, --metadata-path to
+WORKSPACE/metadata.sqlite. Given only --metadata-path, the serving root is the
+serving/ folder next to it; given only --serving-root, the audit goes to the
+metadata.sqlite next to it when there is one, else to ./workspace's only if
+that store's pushes went to that serving root.
 """
 
 
 def _common_options():
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("common options")
+    locations.add_location_options(group, notes={
+        "metadata_path": "the audit trail goes there (a derived one only "
+                         "if it exists, else no audit)"})
     group.add_argument(
-        "--serving-root", default=DEFAULT_SERVING_ROOT, metavar="DIR",
-        help="directory TF Serving watches, holding <model>/<version>/ "
-             "(default: %(default)s)")
-    group.add_argument(
-        "--model-name", default=DEFAULT_MODEL_NAME, metavar="NAME",
-        help="model to act on (default: %(default)s)")
-    group.add_argument(
-        "--metadata-path", default=None, metavar="FILE",
-        help="SQLite ML Metadata store for the audit trail (default: "
-             f"{DEFAULT_METADATA_PATH} if it exists, else no audit)")
-    group.add_argument(
-        "--storage-uri-prefix", default=None, metavar="URI",
-        help="where KServe fetches versions from, e.g. gs://bucket/serving "
-             "(default: the prefix recorded in the existing KServe manifest; "
-             "none means no manifest is written)")
+        "--kserve-storage-uri-prefix", default=None, metavar="URI",
+        help="where KServe fetches versions from, e.g. gs://bucket/serving, "
+             "as in `tfx-canary run` (default: the prefix recorded in the "
+             "existing KServe manifest; none means no manifest is written; "
+             "--storage-uri-prefix is a deprecated alias)")
+    add_deprecated_alias(group, "--storage-uri-prefix",
+                         dest="kserve_storage_uri_prefix",
+                         replacement="--kserve-storage-uri-prefix", metavar="URI")
     group.add_argument(
         "--reason", default="", metavar="TEXT",
         help="why you are doing this; stored in the rollout history and "
@@ -148,26 +154,57 @@ def parse_version(text):
     return int(match.group(1))
 
 
+def _locations(args):
+    return locations.resolve(args)
+
+
 def _metadata_config(args):
-    path = args.metadata_path
-    if path is None:
-        if not os.path.exists(DEFAULT_METADATA_PATH):
-            return None
-        path = DEFAULT_METADATA_PATH
-    elif not os.path.isfile(path):
-        raise RolloutError(
-            f"--metadata-path {path} does not exist: pass the pipeline's "
-            f"metadata.sqlite, or omit the option to skip the audit trail")
+    where = _locations(args)
+    path = where.metadata_path
+    if not os.path.isfile(path):
+        if where.is_given(locations.METADATA_PATH):
+            raise RolloutError(
+                f"--metadata-path {path} does not exist: pass the pipeline's "
+                f"metadata.sqlite, or omit the option to skip the audit trail")
+        return None   # Derived and absent: no audit.
     # Imported lazily: ml_metadata is only needed when auditing.
     from rollout import audit  # pylint: disable=import-outside-toplevel
 
-    return audit.sqlite_connection_config(os.path.abspath(path), create=False)
+    config = audit.sqlite_connection_config(os.path.abspath(path), create=False)
+    if where.metadata_is_a_guess:
+        # Only --serving-root was given: ./workspace's store is used only if
+        # its pushes went to that serving root (else the audit would link the
+        # events to another workspace's models).
+        roots = _recorded_serving_roots(config, where.model_name)
+        if not locations.store_belongs_to(roots, where.serving_root):
+            args.audit_note = (
+                f"skipped: {os.path.abspath(path)} is the store of serving root "
+                f"{', '.join(roots)}, not of this one (pass --metadata-path to "
+                f"record the change)")
+            return None
+    return config
+
+
+def _recorded_serving_roots(config, model_name):
+    from ml_metadata.proto import metadata_store_pb2  # pylint: disable=import-outside-toplevel
+
+    from rollout import audit  # pylint: disable=import-outside-toplevel
+
+    readonly = metadata_store_pb2.ConnectionConfig()
+    readonly.CopyFrom(config)
+    readonly.sqlite.connection_mode = (
+        metadata_store_pb2.SqliteMetadataSourceConfig.READONLY)
+    try:
+        return audit.recorded_serving_roots(audit.connect(readonly), model_name)
+    except Exception:  # pylint: disable=broad-except
+        return []   # Unreadable: the audit itself reports the problem.
 
 
 def _controller(args):
+    where = _locations(args)
     return control.RolloutController(
-        args.serving_root, args.model_name,
-        storage_uri_prefix=args.storage_uri_prefix,
+        where.serving_root, where.model_name,
+        storage_uri_prefix=args.kserve_storage_uri_prefix,
         metadata_connection_config=_metadata_config(args))
 
 
@@ -184,9 +221,9 @@ def describe(snapshot):
             f"v{snapshot['canary']} ({snapshot['traffic']}%)")
 
 
-def _print_result(args, result, out=None):
+def _print_result(model_name, result, out=None, audit_note=None):
     out = out or sys.stdout
-    headline = f"{args.model_name}: {result['event']}"
+    headline = f"{model_name}: {result['event']}"
     if result.get("version") is not None:
         headline += f" v{result['version']}"
     print(headline, file=out)
@@ -201,12 +238,14 @@ def _print_result(args, result, out=None):
         elif files[key] is False:
             unchanged.append(label)
     print(f"  wrote:  {', '.join(written)}", file=out)
+    if audit_note:
+        print(f"  audit:  {audit_note}", file=out)
     if unchanged:
         # e.g. set-traffic: TF Serving has no traffic split to update.
         print(f"  unchanged: {', '.join(unchanged)}", file=out)
     if files["kserve_manifest"] is None and result["after"]["stable"]:
         print("  kserve: manifest not written (no storage URI prefix known; "
-              "pass --storage-uri-prefix once)", file=out)
+              "pass --kserve-storage-uri-prefix once)", file=out)
     _print_audit(result["audit"])
 
 
@@ -219,26 +258,35 @@ def _print_audit(audit):
 
 def cmd_status(args):
     """`rollout status`: print the status table (or JSON)."""
-    status = _controller(args).status()
+    controller = _controller(args)
+    status = controller.status()
+    config = controller.metadata_connection_config
+    status["metadata_path"] = config.sqlite.filename_uri if config else None
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
     else:
         print(control.format_status(status))
+        # Which workspace's state this is: see common/locations.py.
+        print(f"serving state: {status['paths']['rollout_json']}")
     return 0
 
 
 def cmd_set_traffic(args):
     """`rollout set-traffic PERCENT`."""
     percent = parse_percent(args.percent)
-    result = _controller(args).set_traffic(percent, reason=args.reason)
-    _print_result(args, result)
+    controller = _controller(args)
+    result = controller.set_traffic(percent, reason=args.reason)
+    _print_result(controller.model_name, result,
+                  audit_note=getattr(args, "audit_note", None))
     return 0
 
 
 def cmd_promote(args):
     """`rollout promote`."""
-    result = _controller(args).promote(reason=args.reason)
-    _print_result(args, result)
+    controller = _controller(args)
+    result = controller.promote(reason=args.reason)
+    _print_result(controller.model_name, result,
+                  audit_note=getattr(args, "audit_note", None))
     return 0
 
 
@@ -246,26 +294,31 @@ def cmd_rollback(args):
     """`rollout rollback [--to VERSION]`."""
     to_version = (None if args.to_version is None
                   else parse_version(args.to_version))
-    result = _controller(args).rollback(to_version, reason=args.reason)
-    _print_result(args, result)
+    controller = _controller(args)
+    result = controller.rollback(to_version, reason=args.reason)
+    _print_result(controller.model_name, result,
+                  audit_note=getattr(args, "audit_note", None))
     return 0
 
 
 def cmd_repair(args):
     """`rollout repair`: regenerate derived files from rollout.json."""
-    result = _controller(args).repair()
-    print(f"{args.model_name}: {describe(result['state'])}")
+    controller = _controller(args)
+    result = controller.repair()
+    print(f"{controller.model_name}: {describe(result['state'])}")
     files = result["files"]
     for name, label in (("models_config", "models.config"),
                         ("kserve_manifest", "kserve/inferenceservice.yaml")):
         if files[name] is None:
             print(f"  {label}: skipped (no storage URI prefix known; pass "
-                  f"--storage-uri-prefix)")
+                  f"--kserve-storage-uri-prefix)")
         else:
             outcome = "rewritten" if files[name] else "already in sync"
             print(f"  {label}: {outcome}")
     for path in result["removed_temp_dirs"]:
         print(f"  removed leftover {path}")
+    if getattr(args, "audit_note", None):
+        print(f"  audit: {args.audit_note}")
     if result["audit"]["execution_ids"]:
         print(f"  audit: back-filled {len(result['audit']['execution_ids'])} "
               f"event(s)")
@@ -275,5 +328,8 @@ def cmd_repair(args):
 
 def cmd_analyze(args):
     """`rollout analyze`: decide from the serving metrics (see rollout/analyze.py)."""
-    return analyze_mod.run(args, _controller(args),
-                           lambda result: _print_result(args, result))
+    controller = _controller(args)
+    return analyze_mod.run(args, controller,
+                           lambda result: _print_result(
+                               controller.model_name, result,
+                               audit_note=getattr(args, "audit_note", None)))

@@ -35,16 +35,9 @@ def _quiet(verbose):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except empty ones whose help already says what happens."""
-
-    def _get_help_string(self, action):
-        if action.default in (None, [], False):
-            return action.help
-        return super()._get_help_string(action)
-
-
 def _add_run(subparsers):
+    from common import locations
+    from common.cli import HelpFormatter
     from pipeline.configs import PipelineConfig
     d = PipelineConfig()
     p = subparsers.add_parser(
@@ -55,7 +48,7 @@ def _add_run(subparsers):
                     'hits the cache.',
         epilog='Example: tfx-canary run --span 1 --span 2  (first model on span 1, '
                'then a retrain on span 2 judged against it)',
-        formatter_class=_HelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument('--span', type=int, action='append', metavar='N',
                    help='span to train on; repeat to run several spans in order '
                         '(default: the latest span under --data-root)')
@@ -64,14 +57,14 @@ def _add_run(subparsers):
                         'ingested as one Examples artifact, split train/eval by hash as usual; '
                         'the run records span B and span_range "A-B". Cannot be combined '
                         'with --span')
-    p.add_argument('--workspace', default=d.workspace,
-                   help='folder for pipeline outputs, ML Metadata and staged models')
+    # --workspace, --serving-root, --model-name: defined once for every command.
+    locations.add_location_options(p, metadata=False, notes={
+        'serving_root': 'CanaryPusher stages new versions there'})
     p.add_argument('--data-root', default=d.data_root, help='folder holding span-N/*.csv')
     p.add_argument('--schema', default=d.schema_path, help='curated schema.pbtxt (ImportSchemaGen)')
     p.add_argument('--train-steps', type=int, default=d.train_steps)
     p.add_argument('--eval-steps', type=int, default=d.eval_steps)
     p.add_argument('--pipeline-name', default=d.pipeline_name)
-    p.add_argument('--model-name', default=d.model_name)
     p.add_argument('--beam-arg', action='append', metavar='ARG',
                    help='Beam pipeline arg, repeatable; replaces the default choice (in-memory '
                         'DirectRunner below 64 MB of input, one worker process per core above)')
@@ -80,8 +73,6 @@ def _add_run(subparsers):
     p.add_argument('--model-hparam', action='append', metavar='KEY=VALUE', default=[],
                    help='model hyperparameter override, repeatable (e.g. learning_rate=0.01, '
                         'warm_start=false); see modules/hparams.py')
-    p.add_argument('--serving-root', default=None,
-                   help='where CanaryPusher stages versions (default: WORKSPACE/serving)')
     p.add_argument('--canary-percent', type=int, default=d.canary_traffic_percent,
                    help='traffic a newly staged canary starts with')
     p.add_argument('--kserve-storage-uri-prefix', default=d.kserve_storage_uri_prefix,
@@ -96,6 +87,7 @@ def _add_run(subparsers):
 def _cmd_run(args):
     import dataclasses
 
+    from common import locations
     from pipeline.configs import PipelineConfig
     from runners import local_runner
 
@@ -109,11 +101,13 @@ def _cmd_run(args):
     if args.span_range and args.span:
         raise ConfigError('--span-range cannot be combined with --span: use --span N (repeatable, '
                           'one run per span) or --span-range A B (one run on spans A..B together)')
+    # `run` writes a workspace: it is --workspace or ./workspace, never inferred.
+    where = locations.resolve(args, infer_workspace=False)
     config = PipelineConfig()
     config = dataclasses.replace(
-        config, workspace=args.workspace, data_root=args.data_root, schema_path=args.schema,
+        config, workspace=where.workspace, data_root=args.data_root, schema_path=args.schema,
         train_steps=args.train_steps, eval_steps=args.eval_steps,
-        pipeline_name=args.pipeline_name, model_name=args.model_name,
+        pipeline_name=args.pipeline_name, model_name=where.model_name,
         allowed_anomalies=tuple(args.allow_anomaly), enable_cache=not args.no_cache, hparams=hparams,
         serving_root_override=args.serving_root, canary_traffic_percent=args.canary_percent,
         kserve_storage_uri_prefix=args.kserve_storage_uri_prefix, tf_serving_root=args.tf_serving_root,

@@ -9,13 +9,13 @@
 Model code is referenced by module path (modules.model.run_fn, ...) and baked
 into the image (Dockerfile), so compiling needs no upload and no network.
 """
-import argparse
 import dataclasses
 import json
 import os
 import re
 from typing import Optional
 
+from common.cli import HelpFormatter
 from pipeline import kubeflow_configs
 from pipeline.configs import ConfigError, PipelineConfig
 from pipeline.errors import TfxCanaryError
@@ -246,16 +246,6 @@ def write_kfp_package(path, spec, platform, kconfig):
 
 # ------------------------------------------------------------------- CLI
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows real defaults only: "(default: None)" next to "default: the
-    latest span" would contradict the help text."""
-
-    def _get_help_string(self, action):
-        if action.default in (None, [], False):
-            return action.help
-        return super()._get_help_string(action)
-
-
 def _assignments(values, flag):
     result = {}
     for value in values or []:
@@ -372,7 +362,7 @@ def add_subcommands(subparsers):
 
     c = commands.add_parser(
         'compile', help='compile the pipeline to a KFP YAML package or a Vertex PipelineJob JSON',
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
         epilog='Example: tfx-canary kfp compile --target kfp --image REGISTRY/tfx-canary:1.0 '
                '--pipeline-root gs://BUCKET/root --serving-pvc serving --output build/p.yaml')
     c.add_argument('--target', choices=kubeflow_configs.TARGETS, default='kfp',
@@ -383,7 +373,7 @@ def add_subcommands(subparsers):
 
     s = commands.add_parser(
         'submit', help='start a run on a Kubeflow Pipelines v2 cluster',
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
         epilog='Token: --token-file or $KF_PIPELINES_SA_TOKEN_PATH (a file holding a bearer '
                'token); none for a port-forwarded, unauthenticated API.')
     s.add_argument('--host', default=os.environ.get('KF_PIPELINES_ENDPOINT'),

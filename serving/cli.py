@@ -3,23 +3,18 @@
 Only argparse is imported here: TensorFlow, TFDV and the HTTP stack are
 imported by the handlers, so `tfx-canary --help` stays instant.
 """
-import argparse
 import json
 import os
 import sys
 
+from common import locations
+from common.cli import HelpFormatter
 from pipeline.errors import TfxCanaryError
 
-DEFAULT_SERVING_ROOT = './workspace/serving'
-DEFAULT_WORKSPACE = './workspace'
-DEFAULT_CAPTURE_DIR = './workspace/capture'
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    def _get_help_string(self, action):
-        if action.default in (None, [], False, argparse.SUPPRESS):
-            return action.help
-        return super()._get_help_string(action)
+# Kept for callers of the old names; common/locations.py owns the layout.
+DEFAULT_WORKSPACE = locations.DEFAULT_WORKSPACE
+DEFAULT_SERVING_ROOT = locations.serving_root_in(DEFAULT_WORKSPACE)
+DEFAULT_CAPTURE_DIR = locations.capture_dir_in(DEFAULT_WORKSPACE)
 
 
 def add_subcommands(subparsers):
@@ -29,7 +24,7 @@ def add_subcommands(subparsers):
 
 def _add_serve(subparsers):
     p = subparsers.add_parser(
-        'serve', formatter_class=_Formatter,
+        'serve', formatter_class=HelpFormatter,
         help="serve the staged models with TF Serving's REST API, routed by the rollout",
         description="Serve the staged stable/canary versions with TF Serving's REST API "
                     '(/v1/models/NAME:predict, /versions/N, /labels/{stable,canary}, status, '
@@ -45,10 +40,8 @@ def _add_serve(subparsers):
                '  tfx-canary serve --mode shadow --capture-rate 0.1\n'
                '  curl -d \'{"signature_name": "predict_raw", "instances": [{...}]}\' \\\n'
                '       -H "X-Request-Key: user-42" localhost:8501/v1/models/taxi:predict')
-    p.add_argument('--serving-root', default=DEFAULT_SERVING_ROOT,
-                   help='folder CanaryPusher stages into (<model>/<version>/, rollout.json)')
-    p.add_argument('--model-name', action='append', metavar='NAME',
-                   help='model to serve, repeatable (default: every model with a rollout.json)')
+    # --workspace, --serving-root, --model-name, --capture-dir: as every command.
+    locations.add_location_options(p, metadata=False, model_name='append', capture=True)
     p.add_argument('--host', default='127.0.0.1',
                    help='address to listen on (0.0.0.0 for all interfaces)')
     p.add_argument('--port', type=int, default=8501, help="port (TF Serving's REST default)")
@@ -70,8 +63,6 @@ def _add_serve(subparsers):
     p.add_argument('--capture-rate', type=float, default=0.0,
                    help='fraction of requests whose rows are captured (0 = off; captured '
                         'rows are production data: mind your privacy rules)')
-    p.add_argument('--capture-dir', default=DEFAULT_CAPTURE_DIR,
-                   help='capture root; rows go to <dir>/span-N/part-*.csv')
     p.add_argument('--capture-span', type=int, default=None,
                    help='span number to capture into (default: the highest span-N already '
                         'in --capture-dir, else 1)')
@@ -94,19 +85,19 @@ def _add_capture(subparsers):
     commands = p.add_subparsers(dest='capture_command', metavar='COMMAND', title='commands')
     commands.required = True
     v = commands.add_parser(
-        'validate', formatter_class=_Formatter,
+        'validate', formatter_class=HelpFormatter,
         help='TFDV: captured data vs. the training statistics and schema',
         description='Compute TFDV statistics of a captured span and check them against the '
                     'schema in the SERVING environment, for training/serving skew (the '
                     "schema's skew comparators) and for drift (its drift comparators; vs. the "
                     'previous capture span, or the training statistics for the first). Exit '
                     'status 0: no anomalies; 1: anomalies found; 2: cannot run.')
-    v.add_argument('--capture-dir', default=DEFAULT_CAPTURE_DIR, help='capture root')
     v.add_argument('--span', type=int, default=None,
                    help='captured span to check (default: the latest)')
-    v.add_argument('--workspace', default=DEFAULT_WORKSPACE,
-                   help='pipeline workspace: the newest schema and training statistics are '
-                        'taken from its outputs')
+    locations.add_location_options(v, metadata=False, serving=False, model_name=False,
+                                   capture=True, notes={
+                                       'workspace': 'the newest schema and training '
+                                                    'statistics are taken from its outputs'})
     v.add_argument('--schema', default=None, help='schema.pbtxt instead of the workspace\'s')
     v.add_argument('--stats', default=None,
                    help="training statistics (FeatureStats.pb or its Split-train folder) "
@@ -128,10 +119,11 @@ def _capture_writer(args, metrics):
         schema = PipelineConfig().schema_path
     if not os.path.isfile(schema):
         raise TfxCanaryError('--capture-schema %s does not exist' % schema)
+    capture_dir = locations.resolve(args).capture_dir
     span = args.capture_span
     if span is None:
-        span = capture.latest_span(args.capture_dir) or 1
-    sink = capture.CsvFileSink(args.capture_dir, span, capture.header_from_schema(schema),
+        span = capture.latest_span(capture_dir) or 1
+    sink = capture.CsvFileSink(capture_dir, span, capture.header_from_schema(schema),
                                max_rows=args.capture_rotate_rows,
                                max_seconds=args.capture_rotate_seconds)
     for path in sink.recovered:
@@ -151,11 +143,15 @@ def cmd_serve(args):
     if args.predict_threads is not None and args.predict_threads < 1:
         raise TfxCanaryError('--predict-threads must be at least 1, got %d'
                              % args.predict_threads)
-    root = os.path.abspath(args.serving_root)
+    where = locations.resolve(args)
+    root = os.path.abspath(where.serving_root)
     if not os.path.isdir(root):
-        raise TfxCanaryError('serving root %s does not exist: pass --serving-root (where the '
-                             'pipeline staged models, e.g. workspace/serving)' % root)
-    config = ServerConfig(root, tuple(args.model_name) if args.model_name else None,
+        how = ('' if where.is_given(locations.SERVING_ROOT)
+               else ' (the serving/ folder of %s)' % where.describe_workspace())
+        raise TfxCanaryError('serving root %s does not exist%s: pass --serving-root (where the '
+                             'pipeline staged models, e.g. workspace/serving) or --workspace'
+                             % (root, how))
+    config = ServerConfig(root, where.model_name or None,
                           mode=args.mode, sticky_header=args.sticky_header or None,
                           sticky_field=args.sticky_field or None,
                           poll_seconds=args.poll_seconds,
@@ -183,7 +179,8 @@ def cmd_serve(args):
 
 def cmd_capture_validate(args):
     from serving import validate
-    report = validate.validate(args.capture_dir, args.span, args.workspace, args.schema,
+    where = locations.resolve(args)
+    report = validate.validate(where.capture_dir, args.span, where.workspace, args.schema,
                                args.stats)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))

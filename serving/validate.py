@@ -19,6 +19,7 @@ import dataclasses
 import glob
 import os
 
+from common.locations import DEFAULT_WORKSPACE
 from pipeline.errors import TfxCanaryError
 from serving import capture as capture_mod
 
@@ -250,7 +251,7 @@ def _is_comparator(reason, word):
     return word in reason.short_description.lower() or word in reason.description.lower()
 
 
-def validate(capture_root, span=None, workspace='workspace', schema_path=None,
+def validate(capture_root, span=None, workspace=DEFAULT_WORKSPACE, schema_path=None,
              stats_path=None, served_columns=None):
     """Runs the three checks; returns a JSON-ready report (see format_report)."""
     import tensorflow_data_validation as tfdv

@@ -246,3 +246,144 @@ def test_bench_runs_and_prints_a_table(tmp_path):
     assert [r['runs'] for r in rows] == [3, 5] and all(r['queries'] > 0 for r in rows)
     table = bench.format_table(rows).splitlines()
     assert table[0].split()[:2] == ['runs', 'versions'] and len(table) == 3
+
+
+# ------------------------------------------- whose serving state (issue: one workspace)
+
+def _write_rollout_json(serving_root, stable, canary=None, traffic=0, model='taxi'):
+    """A minimal rollout.json: what lineage reads from it (stable, canary, traffic, phase)."""
+    folder = os.path.join(str(serving_root), model)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, 'rollout.json')
+    with open(path, 'w') as f:
+        json.dump({'model_name': model, 'stable_version': stable, 'canary_version': canary,
+                   'canary_traffic_percent': traffic,
+                   'phase': 'canary' if canary else 'stable'}, f)
+    return path
+
+
+@pytest.fixture
+def decoy_cwd(tmp_path, monkeypatch, synthetic_store):
+    """The cwd is a folder with its own ./workspace whose rollout.json names another
+    stable version than the synthetic store's (as after `make run` in the checkout)."""
+    _, pipeline = synthetic_store
+    decoy = 1 if pipeline.stable != 1 else 3
+    cwd = tmp_path / 'elsewhere'
+    cwd.mkdir()
+    _write_rollout_json(cwd / 'workspace' / 'serving', decoy)
+    monkeypatch.chdir(cwd)
+    return decoy
+
+
+def test_show_with_metadata_path_ignores_the_cwd_workspace(synthetic_store, decoy_cwd, capfd):
+    """--metadata-path X reads X's own serving state, never ./workspace/serving."""
+    path, pipeline = synthetic_store
+    assert decoy_cwd != pipeline.stable
+    code, out, err = lineage(capfd, 'show', '--stable', '--metadata-path', path, '--json')
+    assert code == 0, err
+    record = json.loads(out)
+    assert record['pushed_model']['version'] == pipeline.stable
+    assert record['served']['source'].startswith('ML Metadata: last rollout event')
+    assert record['served']['rollout_json'] is None
+    assert 'elsewhere' not in out
+    code, out, err = lineage(capfd, 'show', '--stable', '--metadata-path', path)
+    assert code == 0, err
+    line = next(l for l in out.splitlines() if l.strip().startswith('serving state:'))
+    assert 'ML Metadata: last rollout event' in line
+    assert os.path.join(os.path.dirname(path), 'serving', 'taxi', 'rollout.json') in line
+    code, out, err = lineage(capfd, 'runs', '--metadata-path', path, '--json')
+    assert code == 0, err
+    runs = json.loads(out)
+    assert runs['serving_state']['rollout_json'] is None
+    assert [r['pushed_version'] for r in runs['runs']
+            if r['serving_now'] == 'stable'] == [pipeline.stable]
+
+
+def test_show_reads_the_rollout_json_next_to_the_store(synthetic_store, decoy_cwd, capfd,
+                                                       tmp_path):
+    """The layout `run` writes: WORKSPACE/metadata.sqlite beside WORKSPACE/serving."""
+    import shutil
+    path, pipeline = synthetic_store
+    ws = tmp_path / 'other-workspace'
+    ws.mkdir()
+    shutil.copy(path, ws / 'metadata.sqlite')
+    own = 2 if decoy_cwd != 2 else 3
+    rollout_json = _write_rollout_json(ws / 'serving', own)
+    for flags in (['--metadata-path', ws / 'metadata.sqlite'], ['--workspace', ws]):
+        code, out, err = lineage(capfd, 'show', '--stable', *flags, '--json')
+        assert code == 0, err
+        record = json.loads(out)
+        assert record['pushed_model']['version'] == own, flags
+        assert record['served']['source'] == rollout_json
+        assert record['served']['rollout_json'] == rollout_json
+        code, out, err = lineage(capfd, 'runs', *flags)
+        assert code == 0, err
+        assert 'serving state: %s' % rollout_json in out
+    code, out, err = lineage(capfd, 'show', '--stable', '--metadata-path', ws / 'metadata.sqlite')
+    assert 'serving state: %s' % rollout_json in out
+
+
+def _store_copy_recording(path, target, serving_root):
+    """A copy of the store at `path` whose pushes recorded `serving_root` (as CanaryPusher does)."""
+    import shutil
+    from ml_metadata.metadata_store import metadata_store
+    os.makedirs(os.path.dirname(str(target)), exist_ok=True)
+    shutil.copy(path, target)
+    store = metadata_store.MetadataStore(bench.sqlite_config(str(target)))
+    pushes = store.get_artifacts_by_type('PushedModel')
+    for artifact in pushes:
+        artifact.custom_properties['serving_root'].string_value = str(serving_root)
+    store.put_artifacts(pushes)
+    return str(target)
+
+
+def test_show_uses_the_serving_root_the_store_recorded(synthetic_store, decoy_cwd, capfd,
+                                                       tmp_path):
+    """`run --serving-root /mnt/models`: the store says where its models went."""
+    path, _ = synthetic_store
+    recorded = tmp_path / 'mnt' / 'models'
+    store = _store_copy_recording(path, tmp_path / 'ws' / 'metadata.sqlite', recorded)
+    own = 2 if decoy_cwd != 2 else 3
+    rollout_json = _write_rollout_json(recorded, own)
+    _write_rollout_json(tmp_path / 'ws' / 'serving', 5)   # Stale: not where pushes went.
+    code, out, err = lineage(capfd, 'show', '--stable', '--metadata-path', store, '--json')
+    assert code == 0, err
+    record = json.loads(out)
+    assert record['pushed_model']['version'] == own
+    assert record['served']['rollout_json'] == rollout_json
+    assert record['served']['serving_root_from'].startswith(
+        'recorded in ML Metadata by PushedModel #')
+    code, out, err = lineage(capfd, 'show', '--stable', '--metadata-path', store)
+    assert ('serving state: %s (serving root recorded in ML Metadata by PushedModel #'
+            % rollout_json) in out
+    # An explicit --workspace (or --serving-root) is what it says.
+    code, out, err = lineage(capfd, 'show', '--stable', '--workspace', tmp_path / 'ws', '--json')
+    assert code == 0, err
+    assert json.loads(out)['pushed_model']['version'] == 5
+
+
+def test_serving_root_alone_never_reads_another_workspaces_store(synthetic_store, decoy_cwd,
+                                                                  capfd, tmp_path):
+    """--serving-root S, no store next to S: ./workspace's store is not S's."""
+    path, _ = synthetic_store
+    _store_copy_recording(path, 'workspace/metadata.sqlite',
+                          os.path.abspath('workspace/serving'))
+    bare = tmp_path / 'bare' / 'serving'
+    _write_rollout_json(bare, 2)
+    line = one_error_line(*lineage(capfd, 'show', '--stable', '--serving-root', bare))
+    assert '--serving-root %s has no metadata.sqlite next to it' % bare in line
+    assert 'is the store of serving root %s' % os.path.abspath('workspace/serving') in line
+    # Its own serving root is fine.
+    code, out, err = lineage(capfd, 'runs', '--serving-root', 'workspace/serving')
+    assert code == 0, err
+
+
+def test_diff_names_the_serving_state(synthetic_store, decoy_cwd, capfd):
+    path, _ = synthetic_store
+    code, out, err = lineage(capfd, 'diff', '1', '2', '--metadata-path', path)
+    assert code == 0, err
+    line = next(l for l in out.splitlines() if l.startswith('serving state:'))
+    assert os.path.join(os.path.dirname(path), 'serving', 'taxi', 'rollout.json') in line
+    code, out, err = lineage(capfd, 'diff', '1', '2', '--metadata-path', path, '--json')
+    assert json.loads(out)['serving_state']['serving_root'] == os.path.join(
+        os.path.dirname(path), 'serving')
