@@ -58,6 +58,9 @@ def _add_serve(subparsers):
                    help='how often to check rollout.json for changes')
     p.add_argument('--predict-threads', type=int, default=None,
                    help='worker threads running predict calls (default: one per CPU)')
+    p.add_argument('--max-body-bytes', type=int, default=None, metavar='N',
+                   help='largest request body accepted, in bytes; a larger one is answered '
+                        '413 before it is read (default: 16777216 = 16 MiB)')
     p.add_argument('--shadow-threshold', type=float, default=0.5,
                    help='decision threshold for shadow agreement (same side = agree)')
     p.add_argument('--capture-rate', type=float, default=0.0,
@@ -143,6 +146,12 @@ def cmd_serve(args):
     if args.predict_threads is not None and args.predict_threads < 1:
         raise TfxCanaryError('--predict-threads must be at least 1, got %d'
                              % args.predict_threads)
+    if args.max_body_bytes is not None and args.max_body_bytes < 1:
+        raise TfxCanaryError('--max-body-bytes must be at least 1, got %d'
+                             % args.max_body_bytes)
+    if not 0 <= args.capture_rate <= 1:  # NaN too; negative is not "off", it is a typo
+        raise TfxCanaryError('--capture-rate must be between 0 and 1, got %s'
+                             % args.capture_rate)
     where = locations.resolve(args)
     root = os.path.abspath(where.serving_root)
     if not os.path.isdir(root):
@@ -157,6 +166,8 @@ def cmd_serve(args):
                           poll_seconds=args.poll_seconds,
                           predict_threads=args.predict_threads,
                           shadow_threshold=args.shadow_threshold)
+    if args.max_body_bytes is not None:
+        config.max_body_bytes = args.max_body_bytes
     server = ModelServer(config)
     if not server.registry.models:
         raise TfxCanaryError('no models under %s: expected <model>/rollout.json (run '

@@ -47,6 +47,24 @@ _FLOATS = {'DT_FLOAT': 2 ** 24 - 1, 'DT_DOUBLE': 2 ** 53 - 1}
 _FLOAT_MAX = {'DT_FLOAT': float(np.finfo(np.float32).max),
               'DT_DOUBLE': float(np.finfo(np.float64).max)}
 
+# The deepest nesting of arrays and objects a predict body may have. The
+# deepest legitimate body is a tensor of TensorFlow's highest rank (254,
+# TensorShape's kMaxDims) inside the envelope: the document object, the
+# `instances` list (its batch dimension) and a row object, or the document and
+# the `inputs` object, plus a `{"b64": ...}` object at the leaves.
+#
+# Checked on the text *before* json.loads, instead of only catching
+# RecursionError: Python's parser recurses once per level and raises
+# RecursionError only near the interpreter's recursion limit (~1000 levels,
+# fewer on a deeper stack), so a body nested 900 deep would parse and then
+# overflow a later recursive step (error messages, tensor decoding) as a 500;
+# and refusing from a count costs far less than building a huge nested
+# document first.
+_MAX_TENSOR_RANK = 254
+MAX_JSON_DEPTH = _MAX_TENSOR_RANK + 4
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b'[]{}')))
+_NOT_BRACKETS_OR_QUOTES = bytes(sorted(set(range(256)) - set(b'[]{}"')))
+
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
@@ -72,7 +90,7 @@ def _json_text(value, limit=200):
     """Compact JSON of a value for error messages (truncated)."""
     try:
         text = json.dumps(value, separators=(',', ':'), ensure_ascii=False)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         text = repr(value)
     return text if len(text) <= limit else text[:limit] + '...'
 
@@ -103,21 +121,73 @@ def _type_error(value, dtype):
                             % (_json_text(value), _json_type(value), _DTYPES[dtype][1]))
 
 
+def _max_depth(data):
+    """The deepest nesting of brackets in `data` (bytes; strings are not skipped)."""
+    brackets = data.translate(None, _NOT_BRACKETS)
+    if len(brackets) <= MAX_JSON_DEPTH:
+        return len(brackets)  # a bound is enough
+    # '[' and '{' have bit 1 set, ']' and '}' do not: +1 per open, -1 per close.
+    steps = (np.frombuffer(brackets, dtype=np.uint8) & 2).astype(np.int8) - 1
+    return int(np.cumsum(steps, dtype=np.int32).max())
+
+
+def _without_strings(data):
+    """`data` (UTF-8 JSON) with its strings cut out: brackets in them are data, not nesting."""
+    # Escapes first, so that every quote left delimits a string: escaped
+    # backslashes (pairs, left to right, as the JSON lexer reads them), then
+    # escaped quotes. No byte of a multi-byte UTF-8 character is one of these.
+    data = data.replace(b'\\\\', b'').replace(b'\\"', b'')
+    # Between two quotes (the odd pieces) is a string; an unterminated one runs to the end.
+    return b''.join(data.translate(None, _NOT_BRACKETS_OR_QUOTES).split(b'"')[::2])
+
+
+def _too_deep(data):
+    """Whether JSON `data` (UTF-8 bytes) nests arrays/objects more than MAX_JSON_DEPTH deep.
+
+    Linear, and each step a C loop (bytes methods, NumPy): counting every
+    bracket over-counts only when strings hold brackets, and only then are
+    the strings cut out and the rest counted again.
+    """
+    return (_max_depth(data) > MAX_JSON_DEPTH
+            and _max_depth(_without_strings(data)) > MAX_JSON_DEPTH)
+
+
+def _too_deep_error():
+    return invalid_argument('JSON Parse error: The document is nested too deeply (more than '
+                            '%d levels of arrays and objects)' % MAX_JSON_DEPTH)
+
+
 def parse_request(body):
     """Parses a predict body (bytes) into a PredictRequest.
 
     Only the JSON envelope is checked here; the tensors are decoded once the
-    model version (and so its signature) is known, by decode_inputs().
+    model version (and so its signature) is known, by decode_inputs(). Any
+    body that does not parse is an INVALID_ARGUMENT (400), never a 500.
     """
     if not body or not body.strip():
         raise invalid_argument('JSON Parse error: The document is empty')
     try:
-        document = json.loads(body)
+        # Decoded as json.loads(bytes) decodes (UTF-8, -16 or -32); the depth
+        # check reads the same text, as UTF-8.
+        if isinstance(body, str):
+            text, encoding = body, None
+        else:
+            encoding = json.detect_encoding(body)
+            text = body.decode(encoding, 'surrogatepass')
+        utf8 = (bytes(body) if encoding in ('utf-8', 'utf-8-sig')
+                else text.encode('utf-8', 'surrogatepass'))
+        if _too_deep(utf8):
+            raise _too_deep_error()
+        document = json.loads(text)
     except UnicodeDecodeError as e:
         raise invalid_argument('JSON Parse error: Invalid encoding in string. at offset: %d'
                                % e.start) from None
     except json.JSONDecodeError as e:
         raise invalid_argument('JSON Parse error: %s at offset: %d' % (e.msg, e.pos)) from None
+    except ValueError as e:  # e.g. an integer literal over Python's 4300-digit limit
+        raise invalid_argument('JSON Parse error: %s' % e) from None
+    except RecursionError:  # within the depth limit, but called on an already deep stack
+        raise _too_deep_error() from None
     if not isinstance(document, dict):
         raise invalid_argument('JSON Value: %s Is not object' % _json_text(document))
     signature = document.get('signature_name', '')

@@ -30,16 +30,18 @@ class ServingError(Exception):
     The message is what the client sees as `{"error": "<message>"}`.
     """
 
-    def __init__(self, code, message):
+    def __init__(self, code, message, http_status=None):
         if code not in HTTP_STATUS:
             raise ValueError('unknown status code %r' % code)
         super().__init__(message)
         self.code = code
         self.message = message
+        self._http_status = http_status
 
     @property
     def http_status(self):
-        return HTTP_STATUS[self.code]
+        """The code's HTTP status from TF Serving's table, unless the error names its own."""
+        return self._http_status or HTTP_STATUS[self.code]
 
 
 def invalid_argument(message):
@@ -48,3 +50,13 @@ def invalid_argument(message):
 
 def not_found(message):
     return ServingError('NOT_FOUND', message)
+
+
+def payload_too_large(message):
+    """A request body over the server's size limit: HTTP 413 (Content Too Large).
+
+    No canonical code maps to 413 in TF Serving's table above, but 413 is
+    HTTP's status for it and what clients and proxies expect; the body is
+    still TF Serving's `{"error": ...}`.
+    """
+    return ServingError('RESOURCE_EXHAUSTED', message, http_status=413)

@@ -23,6 +23,13 @@ queued without bound.
 `:predict` requests take a plain-ASGI path (no Starlette request/response
 objects or middleware: same status, headers and body); everything else goes
 through the Starlette application.
+
+Request bodies are limited to `ServerConfig.max_body_bytes`: a larger one is
+answered 413 (TF Serving's `{"error": ...}` body) as soon as that is known,
+from Content-Length before any of the body is read, or while counting the
+chunks of one sent without it, and the connection is closed rather than the
+rest read. Bodies that do not parse (nesting too deep included) are 400s:
+see codec.parse_request.
 """
 import asyncio
 import concurrent.futures
@@ -31,6 +38,7 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -43,7 +51,7 @@ from starlette.routing import Route
 from rollout import fsutil
 from serving import codec, routing
 from serving.capture import CaptureBatch, feature_rows
-from serving.errors import ServingError, invalid_argument, not_found
+from serving.errors import ServingError, invalid_argument, not_found, payload_too_large
 from serving.metrics import ServingMetrics, default_snapshot_path
 from serving.models import ModelRegistry, ModelVersion
 
@@ -59,6 +67,7 @@ _STATUS_RE = re.compile(
     r'/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?',
     re.IGNORECASE)
 PREDICT_OUTPUT = 'probabilities'
+DEFAULT_MAX_BODY_BYTES = 16 * 2 ** 20
 
 
 @dataclasses.dataclass
@@ -83,6 +92,9 @@ class ServerConfig:
     # A predict whose body is at most this many bytes runs on the event loop
     # when no other predict is running (0: always on a worker thread).
     inline_max_bytes: int = 4096
+    # The largest request body accepted; a larger one is a 413, refused
+    # before it is read in full. 16 MiB is ~40,000 taxi rows in one request.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
 @dataclasses.dataclass
@@ -120,6 +132,9 @@ class ModelServer:
     def __init__(self, config, loader=ModelVersion):
         if config.mode not in routing.MODES:
             raise ValueError('mode must be one of %s' % ', '.join(routing.MODES))
+        if not (isinstance(config.max_body_bytes, int) and config.max_body_bytes >= 1):
+            raise ValueError('max_body_bytes must be a positive integer, got %r'
+                             % (config.max_body_bytes,))
         self.config = config
         self.metrics = ServingMetrics(config.mode, config.shadow_threshold)
         self.registry = ModelRegistry(config.serving_root, config.model_names,
@@ -367,7 +382,22 @@ def _json_response(status, obj=None, body=None, headers=None):
 
 
 def _error_response(error):
-    return _json_response(error.http_status, body=codec.error_body(error.message).encode())
+    # After a 413 the rest of the body is still unread: close the connection
+    # instead of reading (and discarding) it to reach the next request.
+    headers = {'connection': 'close'} if error.http_status == 413 else None
+    return _json_response(error.http_status, body=codec.error_body(error.message).encode(),
+                          headers=headers)
+
+
+def _declared_length(scope):
+    """The request's Content-Length, or None (absent: chunked, or no body)."""
+    for key, value in scope['headers']:
+        if key == b'content-length':
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the HTTP parser refuses these before the app sees them
+    return None
 
 
 def create_app(server):
@@ -412,16 +442,23 @@ def create_app(server):
 
     sticky = (server.config.sticky_header.lower().encode('latin-1')
               if server.config.sticky_header else None)
+    max_body = server.config.max_body_bytes
 
     async def fast_predict(scope, receive, send, match):
         """A `:predict` call as plain ASGI: Starlette's answer without its per-request objects."""
         name, version, label = _spec(match)
         chunks = []
+        size = 0
         while True:
             message = await receive()
             if message['type'] != 'http.request':
                 return  # The client went away before sending its body: nobody to answer.
-            chunks.append(message.get('body', b''))
+            chunk = message.get('body', b'')
+            size += len(chunk)
+            if size > max_body:  # a chunked body (app() checked any Content-Length)
+                raise payload_too_large('Request body too large: more than the limit of %d '
+                                        'bytes (tfx-canary serve --max-body-bytes)' % max_body)
+            chunks.append(chunk)
             if not message.get('more_body', False):
                 break
         body = chunks[0] if len(chunks) == 1 else b''.join(chunks)
@@ -489,16 +526,29 @@ def create_app(server):
                           exception_handlers={404: not_found_handler, 405: not_found_handler})
 
     async def app(scope, receive, send):
-        if scope['type'] == 'http' and scope['method'] == 'POST':
-            # The path as Starlette's request.url.path gives it to v1().
-            path = scope['path'].replace('?', '%3F').replace('#', '%23').replace('\\', '%5C')
-            match = _PREDICT_RE.fullmatch(path)
-            if match is not None and match.group(4).lower() == 'predict':
-                try:
+        if scope['type'] == 'http':
+            match = None
+            if scope['method'] == 'POST':
+                # The path as Starlette's request.url.path gives it to v1().
+                path = scope['path'].replace('?', '%3F').replace('#', '%23').replace('\\', '%5C')
+                match = _PREDICT_RE.fullmatch(path)
+                if match is not None and match.group(4).lower() != 'predict':
+                    match = None
+            try:
+                # Every route, before any of the body is read: the Starlette
+                # routes read none, but an oversized one is refused there too
+                # rather than left for the HTTP server to drain after the answer.
+                declared = _declared_length(scope)
+                if declared is not None and declared > max_body:
+                    raise payload_too_large(
+                        'Request body too large: Content-Length %d is more than the limit of '
+                        '%d bytes (tfx-canary serve --max-body-bytes)' % (declared, max_body))
+                if match is not None:
                     await fast_predict(scope, receive, send, match)
-                except ServingError as e:  # as v1() answers it
-                    server.metrics.rest('predict', e.http_status)
-                    await _error_response(e)(scope, receive, send)
+                    return
+            except ServingError as e:  # as v1() answers it
+                server.metrics.rest('predict' if match is not None else 'other', e.http_status)
+                await _error_response(e)(scope, receive, send)
                 return
         await starlette(scope, receive, send)
 
@@ -567,6 +617,22 @@ class BackgroundServer:
 
 
 def serve_forever(server, host, port):
-    """Runs in the foreground until SIGINT/SIGTERM (the CLI)."""
+    """Runs in the foreground until SIGINT/SIGTERM (the CLI), then returns.
+
+    Either signal is the normal way to stop: uvicorn finishes the requests in
+    flight, the lifespan shutdown publishes capture parts and writes the
+    metrics snapshot, and the command exits 0. (uvicorn re-raises the signal
+    once it has shut down, under the handlers it found, which would end a
+    clean stop by SIGTERM or as a KeyboardInterrupt: the handlers set here
+    receive that re-raise. They stop uvicorn too, should a signal come before
+    uvicorn has put in its own.)
+    """
     sock = bind_socket(host, port)
-    uvicorn_server(create_app(server)).run(sockets=[sock])
+    uv = uvicorn_server(create_app(server))
+    previous = {sig: signal.signal(sig, uv.handle_exit)
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uv.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
