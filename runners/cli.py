@@ -47,7 +47,10 @@ def _add_run(subparsers):
                     '(vs. the model now serving) -> pusher. Re-running with nothing changed '
                     'hits the cache.',
         epilog='Example: tfx-canary run --span 1 --span 2  (first model on span 1, '
-               'then a retrain on span 2 judged against it)',
+               'then a retrain on span 2 judged against it). Exit status: 0 done (blessed '
+               'or not); 2 bad input; 3 a blessed model was not pushed because the stable '
+               'version it was judged against stopped serving during the run (another run '
+               'or a promote got there first): re-run to judge it against the new stable.',
         formatter_class=HelpFormatter)
     p.add_argument('--span', type=int, action='append', metavar='N',
                    help='span to train on; repeat to run several spans in order '
@@ -125,8 +128,26 @@ def _cmd_run(args):
         summaries.append(result)
     if len(summaries) > 1:
         print('\nAll runs: ' + '; '.join(
-            'span %s %s' % (s.span_used, 'blessed+pushed' if s.pushed else 'not pushed') for s in summaries))
-    return 0
+            'span %s %s' % (s.span_used, _outcome(s)) for s in summaries))
+    return _exit_status(summaries)
+
+
+def _outcome(summary):
+    if summary.pushed:
+        return 'blessed+pushed'
+    return 'blessed, NOT PUSHED (baseline moved)' if summary.stale_baseline else 'not pushed'
+
+
+# A blessed model refused at push because its baseline moved: the run did its
+# work but must be repeated, which a scheduler should notice.
+EXIT_STALE_BASELINE = 3
+
+
+def _exit_status(summaries):
+    stale = [s for s in summaries if s.stale_baseline]
+    for s in stale:
+        print('error: span %s: %s' % (s.span_used, s.not_pushed_reason), file=sys.stderr)
+    return EXIT_STALE_BASELINE if stale else 0
 
 
 def build_parser():

@@ -160,6 +160,8 @@ def test_wrong_feature_types_are_400s(http, instances, change, message):
 
 
 def test_metrics_endpoints(http, instances, server):
+    # Its own bad request: the 400 counter must not depend on earlier tests.
+    assert http.post('/v1/models/taxi:predict', content=b'{"instances": ').status_code == 400
     for _ in range(3):
         http.post('/v1/models/taxi/labels/stable:predict', json=predict_body(instances[:2]))
     text = http.get('/metrics').text
