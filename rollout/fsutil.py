@@ -78,6 +78,14 @@ def atomic_write_bytes(path, data):
     fsync_dir(directory)
 
 
+def entries(directory):
+    """os.scandir entries of `directory`; [] when it does not exist (yet)."""
+    try:
+        return list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+
+
 def remove_stale_temp_files(directory, names=None):
     """Remove atomic_write_bytes temp files a killed writer left behind.
 
@@ -88,11 +96,7 @@ def remove_stale_temp_files(directory, names=None):
     a live writer's temp file. Returns the removed paths, sorted.
     """
     removed = []
-    try:
-        entries = list(os.scandir(directory))
-    except FileNotFoundError:
-        return removed
-    for entry in entries:
+    for entry in entries(directory):
         match = _TEMP_FILE_RE.fullmatch(entry.name)
         if not match or (names is not None and match["name"] not in names):
             continue

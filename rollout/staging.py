@@ -45,13 +45,8 @@ def version_dir(serving_root, model_name, version):
 
 def list_versions(serving_root, model_name):
     """Return the staged versions, ascending; [] if the model dir is absent."""
-    directory = model_dir(serving_root, model_name)
-    try:
-        entries = list(os.scandir(directory))
-    except FileNotFoundError:
-        return []
     return sorted(
-        int(entry.name) for entry in entries
+        int(entry.name) for entry in fsutil.entries(model_dir(serving_root, model_name))
         if _VERSION_RE.fullmatch(entry.name) and entry.is_dir())
 
 
@@ -134,11 +129,7 @@ def clean_stale_temp_dirs(serving_root, model_name):
     """
     directory = model_dir(serving_root, model_name)
     removed = []
-    try:
-        entries = list(os.scandir(directory))
-    except FileNotFoundError:
-        return removed
-    for entry in entries:
+    for entry in fsutil.entries(directory):
         if entry.name.startswith((STAGING_PREFIX, DELETING_PREFIX)):
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(entry.path)

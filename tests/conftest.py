@@ -60,6 +60,16 @@ def one_error_line(code, out, err):
     return lines[0]
 
 
+def readonly_store(workspace):
+    """The ML Metadata store of a workspace, opened read-only."""
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+    c = metadata_store_pb2.ConnectionConfig()
+    c.sqlite.filename_uri = os.path.join(str(workspace), 'metadata.sqlite')
+    c.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(c)
+
+
 def run_cli_quietly(argv):
     """Runs `tfx-canary ARGV` in this process; returns (exit code, stdout text)."""
     import contextlib

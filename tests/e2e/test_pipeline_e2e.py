@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.configs import PipelineConfig
 from runners import cli
-from tests.conftest import DATA_ROOT, SCHEMA_PATH
+from tests.conftest import DATA_ROOT, SCHEMA_PATH, readonly_store as _store
 
 pytestmark = pytest.mark.e2e
 MODEL = 'taxi'
@@ -35,15 +35,6 @@ def _rollout(capsys, ws, *args):
 def _state(ws):
     with open(ws / 'serving' / MODEL / 'rollout.json') as f:
         return json.load(f)
-
-
-def _store(ws):
-    from ml_metadata.metadata_store import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
-    c = metadata_store_pb2.ConnectionConfig()
-    c.sqlite.filename_uri = str(ws / 'metadata.sqlite')
-    c.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(c)
 
 
 def _pushed_models(ws):

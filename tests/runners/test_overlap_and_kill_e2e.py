@@ -13,7 +13,7 @@ import pytest
 
 from rollout import control
 from runners.cli import EXIT_STALE_BASELINE
-from tests.conftest import DATA_ROOT, PROJECT_ROOT
+from tests.conftest import DATA_ROOT, PROJECT_ROOT, readonly_store as _store
 
 pytestmark = pytest.mark.e2e
 MODEL = 'taxi'
@@ -29,15 +29,6 @@ def _start(argv):
     # Own process group: kill -9 reaches every process the run started.
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, cwd=PROJECT_ROOT)
-
-
-def _store(ws):
-    from ml_metadata.metadata_store import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
-    c = metadata_store_pb2.ConnectionConfig()
-    c.sqlite.filename_uri = str(ws / 'metadata.sqlite')
-    c.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(c)
 
 
 def _baselines_seen(ws):
