@@ -180,3 +180,17 @@ def test_wait_gives_up_after_the_timeout_with_the_run_link():
     with pytest.raises(kfp_submit.KfpSubmitError, match='still RUNNING after 120 s.*runs/details/r1'):
         kfp_submit.follow(Client(), 'http://kfp', 'r1', timeout=120, poll_seconds=60,
                           out=lambda line: None, clock=lambda: next(ticks), sleep=lambda s: None)
+
+
+@pytest.mark.parametrize('final', ['CANCELED', 'SKIPPED'])
+def test_wait_exits_non_zero_when_the_run_does_not_succeed(tfx_canary, kfp_package, capsys,
+                                                           final):
+    with FakeKfp(run_states=('RUNNING', final)) as kfp:
+        code = tfx_canary(['kfp', 'submit', '--host', kfp.url, '--package', kfp_package,
+                           '--wait', '--poll-seconds', '0.01'])
+        # A terminal state ends the wait: no polling after it.
+        assert len(kfp.calls('GET', API + '/runs/run-1')) == 2
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert err.count('\n') == 1 and err.startswith('error: run run-1 ended %s' % final)
+    assert out.splitlines()[-1].split()[-1] == final
