@@ -11,7 +11,7 @@ setup(
                                     'components', 'components.*', 'modules', 'modules.*',
                                     'runners', 'runners.*', 'rollout', 'rollout.*',
                                     'lineage', 'lineage.*', 'serving', 'serving.*']),
-    package_data={'serving': ['default_policy.yaml']},
+    package_data={'rollout': ['default_policy.yaml']},
     # The TFX stack is pinned in requirements/lock.txt and installed from it
     # (see the Makefile); these are the direct dependencies for reference.
     install_requires=[

@@ -99,11 +99,12 @@ def _instances(limit=256):
     from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2
 
+    from modules import features
     from serving import client
     with open(SCHEMA_PATH) as f:
         schema = text_format.Parse(f.read(), schema_pb2.Schema())
     return client.instances_from_csv(os.path.join(DATA_ROOT, 'span-2', 'data.csv'), schema,
-                                     limit=limit)
+                                     features.RAW_FEATURE_KEYS, limit=limit)
 
 
 def _free_port():

@@ -26,11 +26,16 @@ def open_lineage(connection_config, pipeline_name=DEFAULT_PIPELINE_NAME):
 
 
 def show(queries, version=None, role=None, artifact_id=None,
-         model_name=DEFAULT_MODEL_NAME, serving_root=None):
-    """The lineage record of a version, a role ('stable'/'canary') or an artifact id."""
+         model_name=DEFAULT_MODEL_NAME, serving_root=None, effective_hparams=None):
+    """The lineage record of a version, a role ('stable'/'canary') or an artifact id.
+
+    `effective_hparams`: the model code's merge of recorded overrides over its
+    defaults (e.g. modules.hparams.hparams_from); without it the record's
+    trainer.hyperparameters is None.
+    """
     from lineage import build
     return build.show(queries, model_name, serving_root, version=version, role=role,
-                      artifact_id=artifact_id)
+                      artifact_id=artifact_id, effective_hparams=effective_hparams)
 
 
 def runs(queries, limit=None, model_name=DEFAULT_MODEL_NAME, serving_root=None):
@@ -39,7 +44,9 @@ def runs(queries, limit=None, model_name=DEFAULT_MODEL_NAME, serving_root=None):
     return build.runs(queries, model_name, serving_root, limit=limit)
 
 
-def diff(queries, a, b, model_name=DEFAULT_MODEL_NAME, serving_root=None):
+def diff(queries, a, b, model_name=DEFAULT_MODEL_NAME, serving_root=None,
+         effective_hparams=None):
     """Two versions (numbers or 'stable'/'canary') side by side."""
     from lineage import build
-    return build.diff(queries, model_name, serving_root, a, b)
+    return build.diff(queries, model_name, serving_root, a, b,
+                      effective_hparams=effective_hparams)

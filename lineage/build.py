@@ -239,16 +239,19 @@ def _module_fingerprint(trainer):
                       f'records no source hash for it'}
 
 
-def _hyperparameters(custom_config):
+def _hyperparameters(custom_config, effective_hparams):
     """Effective hyperparameters: the recorded custom_config over the model defaults.
 
-    The defaults are today's modules/hparams.py (TFX records only the
-    overrides), which is why the record says so next to them.
+    TFX records only the overrides, so the defaults come from the model code
+    itself: `effective_hparams(custom_config)` (the CLI passes
+    modules/hparams.py's hparams_from); None without one, or when the model
+    code refuses the recorded overrides (other model code trained it).
     """
+    if effective_hparams is None:
+        return None
     try:
-        from modules import hparams
-        return hparams.hparams_from(custom_config or {})
-    except (ImportError, ValueError):
+        return effective_hparams(custom_config or {})
+    except ValueError:
         return None
 
 
@@ -273,7 +276,7 @@ def baseline_ref(artifact, versions):
     return ref
 
 
-def _trainer_record(graph, model_id, versions):
+def _trainer_record(graph, model_id, versions, effective_hparams):
     trainer = graph.producer(model_id, prefer_type='Trainer')
     if trainer is None:
         return None, {}
@@ -292,7 +295,7 @@ def _trainer_record(graph, model_id, versions):
         'train_steps': train_args.get('num_steps') if isinstance(train_args, dict) else None,
         'eval_steps': eval_args.get('num_steps') if isinstance(eval_args, dict) else None,
         'custom_config': custom_config,
-        'hyperparameters': _hyperparameters(custom_config),
+        'hyperparameters': _hyperparameters(custom_config, effective_hparams),
         'hyperparameters_note': 'custom_config over the current modules/hparams.py defaults',
         'base_model': baseline_ref(base, versions),
         'model_run': _artifact_ref(model_run),
@@ -507,8 +510,13 @@ def _rollout_records(queries, model_name, pushed, version):
     return rows
 
 
-def show(queries, model_name, serving_root, version=None, role=None, artifact_id=None):
-    """The full lineage record of one model version (see docs/lineage.md)."""
+def show(queries, model_name, serving_root, version=None, role=None, artifact_id=None,
+         effective_hparams=None):
+    """The full lineage record of one model version (see docs/lineage.md).
+
+    `effective_hparams(custom_config)`: the model code's merge of the recorded
+    overrides over its defaults (for `trainer.hyperparameters`).
+    """
     pushed, model_id, served = resolve(queries, model_name, serving_root, version=version,
                                        role=role, artifact_id=artifact_id)
     warnings = list((served or {}).get('warnings', []))
@@ -534,7 +542,8 @@ def show(queries, model_name, serving_root, version=None, role=None, artifact_id
     versions = {mid: max((_version_number(p) for p in pushes if _version_number(p)), default=None)
                 for mid, pushes in queries.pushes_of_models(other_models).items()}
 
-    trainer_record, trainer_inputs = _trainer_record(graph, model_id, versions)
+    trainer_record, trainer_inputs = _trainer_record(graph, model_id, versions,
+                                                     effective_hparams)
     transform_record, raw_examples = _transform_record(graph, trainer_inputs.get('transform_graph'))
     if transform_record is not None:
         transform_record['transformed_examples'] = _artifact_ref(trainer_inputs.get('examples'))
@@ -724,14 +733,13 @@ def _summary(record, label):
     }
 
 
-def diff(queries, model_name, serving_root, a, b):
+def diff(queries, model_name, serving_root, a, b, effective_hparams=None):
     """Two versions side by side. `a`/`b`: version numbers or 'stable'/'canary'."""
     records = []
     for which in (a, b):
-        if which in ('stable', 'canary'):
-            records.append(show(queries, model_name, serving_root, role=which))
-        else:
-            records.append(show(queries, model_name, serving_root, version=which))
+        target = {'role': which} if which in ('stable', 'canary') else {'version': which}
+        records.append(show(queries, model_name, serving_root,
+                            effective_hparams=effective_hparams, **target))
     ra, rb = records
     label_a = 'v%s' % (ra['pushed_model'] or {}).get('version')
     label_b = 'v%s' % (rb['pushed_model'] or {}).get('version')

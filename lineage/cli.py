@@ -226,6 +226,12 @@ def _with_serving_root_from(record, where):
     return record
 
 
+def _model_hparams():
+    """The model code's hyperparameter merge: lineage itself knows no model code."""
+    from modules import hparams
+    return hparams.hparams_from
+
+
 def _emit(text):
     """Prints the answer; a reader that stops early (`| head`) is not an error."""
     try:
@@ -278,7 +284,7 @@ def cmd_show(args):
     queries, where = _open(args)
     record = _with_serving_root_from(build.show(
         queries, where.model_name, where.serving_root, version=version, role=role,
-        artifact_id=args.artifact_id), where)
+        artifact_id=args.artifact_id, effective_hparams=_model_hparams()), where)
     if args.json:
         _print_json(record)
     elif args.dot is not None:
@@ -309,7 +315,8 @@ def cmd_diff(args):
     b = parse_version(args.b, allow_roles=True)
     queries, where = _open(args)
     record = _with_serving_root_from(build.diff(queries, where.model_name, where.serving_root,
-                                                a, b), where)
+                                                a, b, effective_hparams=_model_hparams()),
+                                     where)
     if args.json:
         _print_json(record)
     else:

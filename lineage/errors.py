@@ -5,7 +5,7 @@ All are TfxCanaryError subclasses, so the CLI prints them as one
 involved and what to do, because the operator sees only that line.
 """
 
-from pipeline.errors import TfxCanaryError
+from common.errors import TfxCanaryError
 
 
 class LineageError(TfxCanaryError):

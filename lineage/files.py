@@ -2,109 +2,25 @@
 
 ML Metadata holds ids, URIs and properties; split sizes, anomalies, schema
 features, metrics and threshold results live in files under each artifact's
-URI. Importing TFMA or TFDV to read them would pull in TensorFlow (~8 s before
-the first line is printed), so this module reads the protos directly:
-TFDV's are in the light `tensorflow_metadata` package, and TFMA's message
-classes are built from the descriptors inside its generated *_pb2 modules
-(see `_tfma_class`). Every reader returns None when the files are missing or
-not local, so a store whose pipeline root was deleted still shows its lineage.
+URI. The TFMA metrics and TFDV anomalies readers are shared
+(common/tfx_outputs.py, which also explains how TFMA's protos are read
+without TensorFlow); this module turns what they read into lineage's JSON
+rows and reads what only lineage shows. Every reader returns None when the
+files are missing or not local, so a store whose pipeline root was deleted
+(or lives on gs://) still shows its lineage, without reaching the network.
 """
 
-import ast
 import glob
-import importlib.util
 import json
 import os
 import re
-import struct
 
-from google.protobuf import descriptor_pool
 from google.protobuf import json_format
-from google.protobuf import message_factory
 from google.protobuf import text_format
 
-# TFMA proto files, in dependency order.
-_TFMA_PROTO_MODULES = ('config', 'metrics_for_slice', 'validation_result')
-
-
-def local_path(uri):
-    """The filesystem path of a local artifact URI, else None (gs://, s3://...)."""
-    if not uri:
-        return None
-    if uri.startswith('file://'):
-        uri = uri[len('file://'):]
-    if re.match(r'^[a-zA-Z][a-zA-Z0-9+.-]*://', uri):
-        return None
-    return uri if os.path.exists(uri) else None
-
-
-def _register_tfma_descriptors(pool):
-    """Adds TFMA's proto descriptors to `pool` from its *_pb2 sources.
-
-    Importing `tensorflow_model_analysis.proto.*_pb2` would run TFMA's package
-    __init__, which imports TensorFlow. The serialized descriptor is the one
-    bytes literal passed to AddSerializedFile in each generated module, so it
-    is read with `ast` instead of executing the module. Adding the same file
-    again later (when TFMA itself is imported) is a no-op for protobuf.
-    """
-    from google.protobuf import wrappers_pb2  # noqa: F401  (a dependency of config.proto)
-
-    spec = importlib.util.find_spec('tensorflow_model_analysis')
-    if spec is None or not spec.origin:
-        raise ImportError('tensorflow_model_analysis is not installed')
-    proto_dir = os.path.join(os.path.dirname(spec.origin), 'proto')
-    for module in _TFMA_PROTO_MODULES:
-        try:
-            pool.FindFileByName(f'tensorflow_model_analysis/proto/{module}.proto')
-            continue
-        except KeyError:
-            pass
-        with open(os.path.join(proto_dir, module + '_pb2.py'), encoding='utf-8') as f:
-            tree = ast.parse(f.read())
-        serialized = next(
-            (node.args[0].value for node in ast.walk(tree)
-             if isinstance(node, ast.Call)
-             and getattr(node.func, 'attr', '') == 'AddSerializedFile'
-             and node.args and isinstance(node.args[0], ast.Constant)), None)
-        if serialized is None:
-            raise ImportError(f'no serialized descriptor in {module}_pb2.py')
-        pool.AddSerializedFile(serialized)
-
-
-def _tfma_class(full_name):
-    """The message class for a TFMA proto, e.g. 'tensorflow_model_analysis.EvalConfig'."""
-    pool = descriptor_pool.Default()
-    try:
-        descriptor = pool.FindMessageTypeByName(full_name)
-    except KeyError:
-        try:
-            _register_tfma_descriptors(pool)
-        except (ImportError, OSError, SyntaxError, TypeError):
-            # An unexpected TFMA layout: the slow but sure way.
-            import tensorflow_model_analysis  # noqa: F401
-        descriptor = pool.FindMessageTypeByName(full_name)
-    return message_factory.GetMessageClass(descriptor)
-
-
-def tfrecords(path):
-    """Yields the records of an uncompressed TFRecord file (what TFMA writes).
-
-    Format: uint64 length, uint32 CRC of the length, data, uint32 CRC of the
-    data. CRCs are not checked (no crc32c in the standard library); a
-    truncated file ends the iteration with ValueError.
-    """
-    with open(path, 'rb') as f:
-        while True:
-            header = f.read(12)
-            if not header:
-                return
-            if len(header) < 12:
-                raise ValueError(f'{path}: truncated TFRecord header')
-            (length,) = struct.unpack('<Q', header[:8])
-            data = f.read(length)
-            if len(data) < length or len(f.read(4)) < 4:
-                raise ValueError(f'{path}: truncated TFRecord')
-            yield data
+from common import tfx_outputs
+from common.storage import local_path
+from common.tfx_outputs import slice_name, slice_value, tfma_class
 
 
 def _split_dirs(uri):
@@ -113,8 +29,9 @@ def _split_dirs(uri):
     if root is None:
         return None
     result = {}
-    for path in sorted(glob.glob(os.path.join(root, 'Split-*'))):
-        result[os.path.basename(path)[len('Split-'):]] = path
+    prefix = tfx_outputs.SPLIT_PREFIX
+    for path in sorted(glob.glob(os.path.join(root, prefix + '*'))):
+        result[os.path.basename(path)[len(prefix):]] = path
     return result
 
 
@@ -137,33 +54,25 @@ def split_sizes(statistics_uri):
     return sizes or None
 
 
-def anomalies(anomalies_uri):
-    """{split: [{'feature', 'severity', 'description'}]} or None if unreadable."""
+def _anomaly_row(feature, info):
     from tensorflow_metadata.proto.v0 import anomalies_pb2
 
-    dirs = _split_dirs(anomalies_uri)
-    if not dirs:
+    return {'feature': feature,
+            'severity': anomalies_pb2.AnomalyInfo.Severity.Name(info.severity),
+            'description': info.short_description or info.description}
+
+
+def anomalies(anomalies_uri):
+    """{split: [{'feature', 'severity', 'description'}]} or None if unreadable."""
+    root = local_path(anomalies_uri)
+    by_split = tfx_outputs.anomalies_by_split(root) if root else None
+    if by_split is None:
         return None
     result = {}
-    for split, path in dirs.items():
-        diff_file = os.path.join(path, 'SchemaDiff.pb')
-        if not os.path.isfile(diff_file):
-            continue
-        found = anomalies_pb2.Anomalies()
-        with open(diff_file, 'rb') as f:
-            found.ParseFromString(f.read())
-        rows = []
-        for feature, info in sorted(found.anomaly_info.items()):
-            rows.append({
-                'feature': feature,
-                'severity': anomalies_pb2.AnomalyInfo.Severity.Name(info.severity),
-                'description': info.short_description or info.description,
-            })
+    for split, found in by_split.items():
+        rows = [_anomaly_row(feature, info) for feature, info in sorted(found.anomaly_info.items())]
         if found.HasField('dataset_anomaly_info'):
-            info = found.dataset_anomaly_info
-            rows.append({'feature': '(dataset)',
-                         'severity': anomalies_pb2.AnomalyInfo.Severity.Name(info.severity),
-                         'description': info.short_description or info.description})
+            rows.append(_anomaly_row('(dataset)', found.dataset_anomaly_info))
         result[split] = rows
     return result
 
@@ -201,70 +110,19 @@ def schema(schema_uri):
     return {'file': path, 'features': features}
 
 
-def _slice_value(single_key):
-    kind = single_key.WhichOneof('kind')
-    value = getattr(single_key, kind) if kind else None
-    if isinstance(value, bytes):
-        return value.decode('utf-8', 'replace')
-    return value
-
-
-def slice_name(key):
-    """'overall' or 'feature=value[, feature=value]' for a [[column, value]] key."""
-    if not key:
-        return 'overall'
-    return ', '.join(f'{column}={value}' for column, value in key)
-
-
-def _slice_sort_key(row):
-    # Overall first, then by feature, numeric values in numeric order.
-    return (len(row['key']),
-            [(c, isinstance(v, str), v if not isinstance(v, str) else 0, str(v))
-             for c, v in row['key']])
-
-
 def metrics(evaluation_uri):
     """Metrics per slice of a ModelEvaluation artifact, or None if unreadable.
 
     Returns [{'slice', 'key', 'candidate': {...}, 'baseline': {...},
-    'diff': {...}}], overall first. A single-model evaluation (no baseline)
-    stores its metrics under model name '', reported as 'candidate'. When a
-    metric exists both as the Keras-compiled value and as the TFMA-computed
-    one (the one thresholds apply to, with `example_weighted` set), the TFMA
-    value wins.
+    'diff': {...}}], overall first (common.tfx_outputs.slice_metrics, as JSON).
     """
     root = local_path(evaluation_uri)
-    if root is None:
+    rows = tfx_outputs.slice_metrics(root) if root else None
+    if rows is None:
         return None
-    files = sorted(glob.glob(os.path.join(root, 'metrics*')))
-    if not files:
-        return None
-    message = _tfma_class('tensorflow_model_analysis.MetricsForSlice')
-    rows = {}
-    for path in files:
-        for record in tfrecords(path):
-            metrics_for_slice = message.FromString(record)
-            if metrics_for_slice.HasField('cross_slice_key'):
-                continue
-            key = [[k.column, _slice_value(k)]
-                   for k in metrics_for_slice.slice_key.single_slice_keys]
-            name = slice_name(key)
-            row = rows.setdefault(name, {'slice': name, 'key': key, 'candidate': {},
-                                         'baseline': {}, 'diff': {}})
-            priority = {}
-            for kv in metrics_for_slice.metric_keys_and_values:
-                if kv.key.HasField('sub_key') or kv.key.HasField('aggregation_type'):
-                    continue
-                if not kv.value.HasField('double_value'):
-                    continue
-                group = 'diff' if kv.key.is_diff else (
-                    'baseline' if kv.key.model_name == 'baseline' else 'candidate')
-                rank = 1 if kv.key.HasField('example_weighted') else 0
-                slot = (group, kv.key.name)
-                if priority.get(slot, -1) <= rank:
-                    priority[slot] = rank
-                    row[group][kv.key.name] = kv.value.double_value.value
-    return sorted(rows.values(), key=_slice_sort_key)
+    return [{'slice': row.slice, 'key': [list(pair) for pair in row.key],
+             'candidate': row.candidate, 'baseline': row.baseline, 'diff': row.diff}
+            for row in rows]
 
 
 def validation(evaluation_uri):
@@ -275,14 +133,14 @@ def validation(evaluation_uri):
     files = sorted(glob.glob(os.path.join(root, 'validations*')))
     if not files:
         return None
-    message = _tfma_class('tensorflow_model_analysis.ValidationResult')
-    records = list(tfrecords(files[0]))
+    message = tfma_class('tensorflow_model_analysis.ValidationResult')
+    records = list(tfx_outputs.tfrecords(files[0]))
     if not records:
         return None
     result = message.FromString(records[0])
     failures = []
     for per_slice in result.metric_validations_per_slice:
-        key = [[k.column, _slice_value(k)] for k in per_slice.slice_key.single_slice_keys]
+        key = [[k.column, slice_value(k)] for k in per_slice.slice_key.single_slice_keys]
         for failure in per_slice.failures:
             value = (failure.metric_value.double_value.value
                      if failure.metric_value.HasField('double_value') else None)
@@ -376,7 +234,7 @@ def thresholds(eval_config_json):
     """Threshold rows from an EvalConfig in proto-JSON (either field style)."""
     if not eval_config_json:
         return []
-    config = _tfma_class('tensorflow_model_analysis.EvalConfig')()
+    config = tfma_class('tensorflow_model_analysis.EvalConfig')()
     json_format.Parse(eval_config_json, config, ignore_unknown_fields=True)
     rows = []
     for spec in config.metrics_specs:

@@ -1,8 +1,6 @@
-"""The one exception type the CLI turns into a single clear error line."""
+"""Deprecated location of TfxCanaryError: it lives in common/errors.py.
 
-
-class TfxCanaryError(Exception):
-    """An error the user can act on: the message names the file/field and the fix.
-
-    The CLI prints `error: <message>` and exits non-zero instead of a traceback.
-    """
+Kept only while files outside this change still import it from here; new code
+imports `from common.errors import TfxCanaryError`.
+"""
+from common.errors import TfxCanaryError  # noqa: F401  (re-export)

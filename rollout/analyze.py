@@ -2,7 +2,7 @@
 
 Reads the metrics snapshot `tfx-canary serve` writes (or serves), compares the
 canary with stable on error rate, p99 latency, prediction shift and, in shadow
-mode, agreement, against a policy (serving/default_policy.yaml, overridable
+mode, agreement, against a policy (rollout/default_policy.yaml, overridable
 key by key), and decides:
 
 * rollback      - a check failed;
@@ -24,10 +24,10 @@ import urllib.request
 
 import yaml
 
+from rollout import stats
 from rollout.errors import RolloutError
 
-DEFAULT_POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                              'serving', 'default_policy.yaml')
+DEFAULT_POLICY = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'default_policy.yaml')
 SNAPSHOT_FORMAT = 'tfx-canary.serving-metrics/1'
 SNAPSHOT_FILE = 'serving-metrics.json'
 
@@ -153,13 +153,6 @@ def load_snapshot(source):
 
 # ---------------------------------------------------------------- analysis
 
-def _stats_module():
-    # serving.stats is dependency-free; imported lazily to keep rollout's
-    # import graph independent of the serving package.
-    from serving import stats
-    return stats
-
-
 def _version(window, version):
     return (window.get('versions') or {}).get(str(version))
 
@@ -173,13 +166,13 @@ def _error_rate(entry):
 def _p99(entry):
     if not entry or not entry.get('latency_seconds'):
         return None
-    return _stats_module().Histogram.from_dict(entry['latency_seconds']).quantile(0.99)
+    return stats.Histogram.from_dict(entry['latency_seconds']).quantile(0.99)
 
 
 def _prediction(entry):
     if not entry or not entry.get('predictions'):
         return None
-    return _stats_module().Histogram.from_dict(entry['predictions'])
+    return stats.Histogram.from_dict(entry['predictions'])
 
 
 def _check(name, result, canary=None, stable=None, limit='', note=''):
@@ -277,7 +270,7 @@ def analyze(state, snapshot, policy, now=None):
         checks.append(_check('mean prediction', 'n/a', note='no predictions recorded'))
     else:
         shift = abs(hist_c.mean() - hist_s.mean())
-        divergence = _stats_module().js_divergence(hist_c.distribution(),
+        divergence = stats.js_divergence(hist_c.distribution(),
                                                    hist_s.distribution())
         bad = shift > rule['max_mean_shift']
         checks.append(_check('mean prediction', 'FAIL' if bad else 'ok', hist_c.mean(),

@@ -1,6 +1,6 @@
 """Errors raised by the rollout library."""
 
-from pipeline.errors import TfxCanaryError
+from common.errors import TfxCanaryError
 
 
 class RolloutError(TfxCanaryError):

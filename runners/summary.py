@@ -6,7 +6,7 @@ from ml_metadata.metadata_store import metadata_store
 
 from components.baseline import resolve
 from components.canary_pusher import executor as pusher_executor
-from pipeline.eval_results import overall_metrics
+from common.tfx_outputs import overall_metrics
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,12 +9,14 @@ import sys
 
 from common import locations
 from common.cli import HelpFormatter
-from pipeline.errors import TfxCanaryError
+from common.errors import TfxCanaryError
 
 # Kept for callers of the old names; common/locations.py owns the layout.
 DEFAULT_WORKSPACE = locations.DEFAULT_WORKSPACE
 DEFAULT_SERVING_ROOT = locations.serving_root_in(DEFAULT_WORKSPACE)
 DEFAULT_CAPTURE_DIR = locations.capture_dir_in(DEFAULT_WORKSPACE)
+# The request-time column `serve` fills in when a client does not send it.
+TIMESTAMP_COLUMN = 'trip_start_timestamp'
 
 
 def add_subcommands(subparsers):
@@ -75,7 +77,7 @@ def _add_serve(subparsers):
                    help='publish a part after this many rows')
     p.add_argument('--capture-rotate-seconds', type=float, default=300.0,
                    help='publish a part after this many seconds')
-    p.add_argument('--capture-timestamp-column', default='trip_start_timestamp',
+    p.add_argument('--capture-timestamp-column', default=TIMESTAMP_COLUMN,
                    help='column filled with the request time when the client does not send '
                         'it ("" for none)')
     p.set_defaults(func=cmd_serve)
@@ -188,11 +190,17 @@ def cmd_serve(args):
     return 0
 
 
+def _served_columns():
+    """The columns `serve` captures: the model's raw features and the request time."""
+    from modules import features
+    return set(features.RAW_FEATURE_KEYS) | {TIMESTAMP_COLUMN}
+
+
 def cmd_capture_validate(args):
     from serving import validate
     where = locations.resolve(args)
     report = validate.validate(where.capture_dir, args.span, where.workspace, args.schema,
-                               args.stats)
+                               args.stats, served_columns=_served_columns())
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:

@@ -8,14 +8,14 @@ import csv
 import threading
 import time
 
-from modules import features
 
-
-def instances_from_csv(path, schema, limit=None):
+def instances_from_csv(path, schema, feature_keys, limit=None):
     """predict_raw instances (dicts of the model's raw features) from a training CSV.
 
-    Types follow the schema (INT -> int, FLOAT -> float, BYTES -> str). Rows
-    with an empty model feature are skipped: the signature needs every feature.
+    `feature_keys` are the raw features the model serves (the caller knows the
+    model: modules/features.py's RAW_FEATURE_KEYS for the bundled one). Types
+    follow the schema (INT -> int, FLOAT -> float, BYTES -> str). Rows with an
+    empty model feature are skipped: the signature needs every feature.
     """
     from tensorflow_metadata.proto.v0 import schema_pb2
     kinds = {f.name: schema_pb2.FeatureType.Name(f.type) for f in schema.feature}
@@ -23,9 +23,9 @@ def instances_from_csv(path, schema, limit=None):
     out = []
     with open(path, newline='', encoding='utf-8') as f:
         for row in csv.DictReader(f):
-            if any(row.get(k, '') == '' for k in features.RAW_FEATURE_KEYS):
+            if any(row.get(k, '') == '' for k in feature_keys):
                 continue
-            out.append({k: convert[kinds[k]](row[k]) for k in features.RAW_FEATURE_KEYS})
+            out.append({k: convert[kinds[k]](row[k]) for k in feature_keys})
             if limit and len(out) >= limit:
                 break
     return out

@@ -16,7 +16,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram as PromHistogram
 from prometheus_client import generate_latest
 
-from serving import stats
+from rollout import stats
 
 SNAPSHOT_FORMAT = 'tfx-canary.serving-metrics/1'
 SNAPSHOT_FILE = 'serving-metrics.json'

@@ -13,7 +13,7 @@ import json
 import os
 from typing import Optional
 
-from pipeline.errors import TfxCanaryError
+from common.errors import TfxCanaryError
 from rollout import staging
 from rollout import state as state_lib
 from rollout.errors import RolloutError

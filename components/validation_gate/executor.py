@@ -1,15 +1,10 @@
 """ValidationGate executor: fail the run when ExampleValidator found blocking anomalies."""
-import os
-
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
-from tfx.utils import io_utils
-from tensorflow_metadata.proto.v0 import anomalies_pb2
 
+from common import tfx_outputs
+from common.errors import TfxCanaryError
 from components.validation_gate import anomalies as anomalies_lib
-from pipeline.errors import TfxCanaryError
-
-ANOMALIES_FILE = 'SchemaDiff.pb'  # What ExampleValidator writes per split.
 
 
 class BlockingAnomaliesError(TfxCanaryError):
@@ -17,12 +12,20 @@ class BlockingAnomaliesError(TfxCanaryError):
 
 
 def load_anomalies(anomalies_artifact):
-    """{split: Anomalies proto} from an ExampleValidator output artifact."""
+    """{split: Anomalies proto} from an ExampleValidator output artifact.
+
+    Every split the artifact declares must have its anomalies file: a gate that
+    cannot read one must not pass the run.
+    """
     result = {}
     for split in artifact_utils.decode_split_names(anomalies_artifact.split_names):
-        path = os.path.join(artifact_utils.get_split_uri([anomalies_artifact], split),
-                            ANOMALIES_FILE)
-        result[split] = anomalies_pb2.Anomalies.FromString(io_utils.read_bytes_file(path))
+        split_dir = artifact_utils.get_split_uri([anomalies_artifact], split)
+        found = tfx_outputs.read_anomalies(split_dir)
+        if found is None:
+            raise TfxCanaryError('ExampleValidator output %s has no %s for split %r: re-run '
+                                 'ExampleValidator (--no-cache)'
+                                 % (split_dir, tfx_outputs.ANOMALIES_FILE, split))
+        result[split] = found
     return result
 
 

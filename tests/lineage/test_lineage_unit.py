@@ -2,7 +2,6 @@
 import importlib.util
 import json
 import os
-import struct
 
 import pytest
 
@@ -52,19 +51,6 @@ def test_parse_version():
     for bad in ('0', 'x', '-1', 'canary'):
         with pytest.raises(LineageError):
             parse_version(bad)
-
-
-def test_tfrecord_reader(tmp_path):
-    from lineage import files
-    path = tmp_path / 'r.tfrecord'
-    payloads = [b'first', b'', b'x' * 300]
-    with open(path, 'wb') as f:
-        for data in payloads:
-            f.write(struct.pack('<Q', len(data)) + b'\0' * 4 + data + b'\0' * 4)
-    assert list(files.tfrecords(path)) == payloads
-    path.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(ValueError):
-        list(files.tfrecords(path))
 
 
 def test_fingerprint_cells_show_only_what_differs():

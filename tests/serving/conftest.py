@@ -14,8 +14,10 @@ MODEL = 'taxi'
 @pytest.fixture(scope='session')
 def instances(schema):
     """predict_raw instances from span 2 (rows with every model feature present)."""
+    from modules import features
     from serving import client
-    return client.instances_from_csv(os.path.join(DATA_ROOT, 'span-2', 'data.csv'), schema)
+    return client.instances_from_csv(os.path.join(DATA_ROOT, 'span-2', 'data.csv'), schema,
+                                     features.RAW_FEATURE_KEYS)
 
 
 def ensure_canary(workspace):
