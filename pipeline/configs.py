@@ -59,6 +59,9 @@ class PipelineConfig:
     span_range: Optional[Tuple[int, int]] = None
     train_eval_hash_buckets: Tuple[int, int] = (3, 1)  # train:eval split of each span.
     allowed_anomalies: Tuple[str, ...] = ()   # Features/short descriptions to accept.
+    # Features whose drift from the stable model's training data is expected
+    # (thresholds: the schema's drift_comparators).
+    allowed_drift: Tuple[str, ...] = ()
 
     # --- training
     module_path: str = 'modules'              # Importable package with the model code.

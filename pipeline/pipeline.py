@@ -1,9 +1,11 @@
 """Wires the tfx-canary components into a TFX pipeline. No logic beyond wiring.
 
 CsvExampleGen (one span) -> StatisticsGen -> ImportSchemaGen -> ExampleValidator
--> ValidationGate -> Transform -> Trainer -> Evaluator (vs. baseline) -> CanaryPusher.
+-> ValidationGate -> DriftGate (vs. the baseline's training statistics)
+-> Transform -> Trainer -> Evaluator (vs. baseline) -> CanaryPusher.
 The baseline is the stable version in rollout.json, read at run time by the
-BaselineModel step (no resolver node, so open-source KFP can run the pipeline).
+BaselineModel step (no resolver node, so open-source KFP can run the pipeline):
+its SavedModel and the statistics of the data it was trained on.
 """
 import tensorflow_model_analysis as tfma
 # Direct imports rather than `tfx.v1`: that public facade also imports the
@@ -18,6 +20,7 @@ from components.baseline.component import (
     BaselineAwareEvaluator, baseline_trainer_executor_spec,
     create_baseline_component)
 from components.canary_pusher.component import CanaryPusher
+from components.drift_gate.component import DriftGate
 from components.span_example_gen import component as span_example_gen
 from components.validation_gate.component import ValidationGate
 from pipeline.configs import LOCAL_BEAM_ARGS, PipelineConfig
@@ -108,6 +111,19 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
     validation_gate = ValidationGate(
         anomalies=example_validator.outputs['anomalies'],
         allowed_anomalies=config.allowed_anomalies)
+    # The baseline: the stable model now serving (rollout.json) and its
+    # training statistics, or empty artifacts (has_baseline=0,
+    # has_statistics=0) before anything has been staged.
+    baseline = create_baseline_component(config)
+    drift_gate = DriftGate(
+        statistics=statistics_gen.outputs['statistics'],
+        baseline_statistics=baseline.outputs['statistics'],
+        schema=schema_gen.outputs['schema'],
+        examples=example_gen.outputs['examples'],
+        allowed_drift=config.allowed_drift)
+    # Schema violations are reported first; drift is judged on valid data.
+    drift_gate.add_upstream_node(validation_gate)
+
     transform = tfx_components.Transform(
         examples=example_gen.outputs['examples'],
         schema=schema_gen.outputs['schema'],
@@ -118,10 +134,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         # own pre/post-transform statistics would double that work.
         disable_statistics=True)
     transform.add_upstream_node(validation_gate)
-
-    # The baseline: the stable model now serving (rollout.json), or an empty
-    # Model artifact (has_baseline=0) before anything has been staged.
-    baseline = create_baseline_component(config)
+    transform.add_upstream_node(drift_gate)
 
     trainer = tfx_components.Trainer(
         run_fn=config.run_fn,
@@ -153,13 +166,18 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         keep_versions=config.keep_versions,
         tf_serving_root=config.tf_serving_root,
         kserve_storage_uri_prefix=config.kserve_storage_uri_prefix,
-        fail_on_stale_baseline=config.fail_on_stale_baseline)
+        fail_on_stale_baseline=config.fail_on_stale_baseline,
+        # Staged beside the version: the next run's drift baseline.
+        statistics=statistics_gen.outputs['statistics'],
+        schema=schema_gen.outputs['schema'],
+        examples=example_gen.outputs['examples'])
 
     return tfx_pipeline.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, example_validator,
-                    validation_gate, transform, baseline, trainer, evaluator, pusher],
+                    validation_gate, baseline, drift_gate, transform, trainer, evaluator,
+                    pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(config.beam_args or LOCAL_BEAM_ARGS))

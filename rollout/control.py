@@ -182,7 +182,7 @@ class RolloutController:
 
     def stage(self, src_dir, canary_percent=DEFAULT_CANARY_PERCENT,
               validate=None, reason="", metrics=None, keep=DEFAULT_KEEP,
-              actor=None, expect_stable=ANY_STABLE):
+              actor=None, expect_stable=ANY_STABLE, training_data=None):
         """Stage the SavedModel in `src_dir` as the next version.
 
         The first model becomes stable, later ones the canary at
@@ -195,6 +195,9 @@ class RolloutController:
         the lock, so a model evaluated against a baseline that has since
         moved (a concurrent run or a promote) raises StaleBaselineError and
         changes nothing.
+
+        `training_data` (rollout.training_data.TrainingData) is staged beside
+        the version: what the drift gate and `capture validate` compare with.
         """
         # Validate cheap arguments before copying a possibly large model.
         state_mod.check_percent(canary_percent, "canary traffic percent")
@@ -216,7 +219,7 @@ class RolloutController:
             staging.clean_stale_temp_dirs(self.serving_root, self.model_name)
             version = staging.stage_model(
                 src_dir, self.serving_root, self.model_name, validate,
-                last_version=old.last_version)
+                last_version=old.last_version, training_data=training_data)
             try:
                 new = state_mod.stage(
                     old, version, canary_percent, actor=actor, reason=reason,

@@ -16,6 +16,7 @@ from rollout import fsutil
 from rollout import kserve
 from rollout.errors import RolloutError
 
+from rollout import training_data as training_data_lib
 STAGING_PREFIX = ".staging-"
 DELETING_PREFIX = ".deleting-"
 
@@ -58,7 +59,7 @@ def _before_rename(temp_dir, final_dir):
 
 
 def stage_model(src_dir, serving_root, model_name, validate=None,
-                last_version=0):
+                last_version=0, training_data=None):
     """Copy the SavedModel in `src_dir` in as the next version; return it.
 
     The caller MUST hold the model lock (RolloutController does): the version
@@ -78,6 +79,9 @@ def stage_model(src_dir, serving_root, model_name, validate=None,
             f"model directory {src_dir} does not exist: pass the SavedModel "
             f"export directory (the one containing saved_model.pb)")
     if not (os.path.isfile(os.path.join(src_dir, "saved_model.pb"))
+
+    `training_data` (a training_data.TrainingData), if given, is published
+    beside the version just before it, so a visible version has it.
             or os.path.isfile(os.path.join(src_dir, "saved_model.pbtxt"))):
         raise RolloutError(
             f"{src_dir} has no saved_model.pb: pass the SavedModel export "
@@ -109,6 +113,9 @@ def stage_model(src_dir, serving_root, model_name, validate=None,
                 f"{final_dir} appeared while staging: another process is "
                 f"staging {model_name} without the lock; retry")
         os.rename(temp_dir, final_dir)
+        if training_data is not None:
+            training_data_lib.write(serving_root, model_name, version,
+                                    training_data)
     except BaseException:
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise
@@ -118,6 +125,8 @@ def stage_model(src_dir, serving_root, model_name, validate=None,
 
 def clean_stale_temp_dirs(serving_root, model_name):
     """Remove leftovers of crashed stage/prune runs; return removed paths.
+        if training_data is not None:
+            training_data_lib.remove(serving_root, model_name, [version])
 
     These are hidden staging and deleting dirs, and the temp files of
     atomic writes (rollout.json, its backup, the KServe manifest) whose
@@ -145,6 +154,7 @@ def check_keep(keep):
     """Return `keep` if it is an int >= 1, else raise RolloutError."""
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise RolloutError(
+    removed += training_data_lib.clean_stale(serving_root, model_name)
             f"keep must be a whole number >= 1 (how many newest versions to "
             f"keep on disk), got {keep!r}")
     return keep
@@ -171,7 +181,10 @@ def _hide_versions(serving_root, model_name, versions):
         fsutil.fsync_dir(directory)
     for _version, hidden in doomed:
         shutil.rmtree(hidden, ignore_errors=True)
-    return [version for version, _hidden in doomed]
+    gone = [version for version, _hidden in doomed]
+    # After the version itself: a visible version always has its data.
+    training_data_lib.remove(serving_root, model_name, gone)
+    return gone
 
 
 def remove_version(serving_root, model_name, version):

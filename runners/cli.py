@@ -73,6 +73,10 @@ def _add_run(subparsers):
                         'DirectRunner below 64 MB of input, one worker process per core above)')
     p.add_argument('--allow-anomaly', action='append', metavar='NAME', default=[],
                    help='feature name or anomaly short description to accept instead of blocking')
+    p.add_argument('--allow-drift', action='append', metavar='FEATURE', default=[],
+                   help='feature whose drift from the data the stable model was trained on '
+                        'is expected: reported, not blocking (repeatable; thresholds are the '
+                        "schema's drift_comparators)")
     p.add_argument('--model-hparam', action='append', metavar='KEY=VALUE', default=[],
                    help='model hyperparameter override, repeatable (e.g. learning_rate=0.01, '
                         'warm_start=false); see modules/hparams.py')
@@ -111,7 +115,8 @@ def _cmd_run(args):
         config, workspace=where.workspace, data_root=args.data_root, schema_path=args.schema,
         train_steps=args.train_steps, eval_steps=args.eval_steps,
         pipeline_name=args.pipeline_name, model_name=where.model_name,
-        allowed_anomalies=tuple(args.allow_anomaly), enable_cache=not args.no_cache, hparams=hparams,
+        allowed_anomalies=tuple(args.allow_anomaly),
+        allowed_drift=tuple(args.allow_drift), enable_cache=not args.no_cache, hparams=hparams,
         serving_root_override=args.serving_root, canary_traffic_percent=args.canary_percent,
         kserve_storage_uri_prefix=args.kserve_storage_uri_prefix, tf_serving_root=args.tf_serving_root,
         beam_args=tuple(args.beam_arg) if args.beam_arg else config.beam_args)

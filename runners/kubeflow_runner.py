@@ -284,6 +284,9 @@ def _add_compile_options(p):
     g.add_argument('--gpu-count', type=int, default=k.gpu_count, help='GPUs for the Trainer (0 = CPU)')
     gpu_types = kubeflow_configs.DEFAULT_GPU_TYPE
     g.add_argument('--gpu-type', help='default: %s (kfp), %s (vertex)'
+    g.add_argument('--allow-drift', action='append', default=[], metavar='FEATURE',
+                   help='feature whose drift from the stable model\'s training data is '
+                        'expected, repeatable')
                    % (gpu_types['kfp'], gpu_types['vertex']))
     g.add_argument('--gpu-node-selector', action='append', metavar='LABEL=VALUE',
                    help='KFP: node label the Trainer needs, repeatable')
@@ -306,7 +309,8 @@ def configs_from_args(args, target):
         model_name=args.model_name, train_steps=args.train_steps, eval_steps=args.eval_steps,
         min_auc=args.min_auc, min_binary_accuracy=args.min_binary_accuracy,
         max_auc_regression=args.max_auc_regression,
-        allowed_anomalies=tuple(args.allow_anomaly), enable_cache=not args.no_cache)
+        allowed_anomalies=tuple(args.allow_anomaly), allowed_drift=tuple(args.allow_drift),
+        enable_cache=not args.no_cache)
     kconfig = kubeflow_configs.KubeflowConfig(
         target=target, image=args.image, pipeline_root=args.pipeline_root,
         data_root=args.data_root, schema_path=args.schema, serving_root=args.serving_root,

@@ -10,7 +10,10 @@ executors ("resolver not implemented yet"). A plain container step reads
     Trainer output; custom properties has_baseline=1, baseline_version,
     baseline_source, baseline_uri, baseline_fingerprint;
   * or, before anything serves, an empty artifact with has_baseline=0 that
-    BaselineAwareEvaluator / baseline_trainer_executor_spec() drop.
+    BaselineAwareEvaluator / baseline_trainer_executor_spec() drop;
+  * `statistics`: the statistics of the data the stable version was trained
+    on (staged beside it by CanaryPusher), for the drift gate; empty with
+    has_statistics=0 when there are none (see statistics.py).
 
 Wiring (same node feeds both):
 
@@ -39,6 +42,7 @@ class BaselineModelSpec(types.ComponentSpec):
     INPUTS = {}
     OUTPUTS = {
         'model': ChannelParameter(type=standard_artifacts.Model),
+        'statistics': ChannelParameter(type=standard_artifacts.ExampleStatistics),
     }
 
 
@@ -51,7 +55,8 @@ class BaselineModel(base_component.BaseComponent):
     def __init__(self, serving_root: str, model_name: str):
         super().__init__(spec=BaselineModelSpec(
             serving_root=serving_root, model_name=model_name,
-            model=types.Channel(type=standard_artifacts.Model)))
+            model=types.Channel(type=standard_artifacts.Model),
+            statistics=types.Channel(type=standard_artifacts.ExampleStatistics)))
 
 
 class BaselineAwareEvaluator(evaluator_component.Evaluator):

@@ -15,6 +15,7 @@ from tfx.utils import io_utils
 from tfx.utils import path_utils
 
 from components.baseline import resolve
+from components.baseline import statistics
 
 OUTPUT_KEY = 'model'
 RECORDED = (resolve.HAS_BASELINE, resolve.BASELINE_VERSION, resolve.BASELINE_SOURCE,
@@ -49,6 +50,8 @@ class Executor(base_executor.BaseExecutor):
             serving_root, model_name, None if pinned is None else int(pinned))
         model_artifact.set_string_custom_property('model_name', model_name)
         describe(model_artifact, baseline, resolve.no_baseline_source(serving_root, model_name))
+        for statistics_artifact in output_dict.get(statistics.OUTPUT_KEY) or []:
+            statistics.emit(statistics_artifact, serving_root, model_name, baseline)
         if baseline is None:
             logging.info('BaselineModel: no stable version of %s yet; the candidate is '
                          'judged on value thresholds only', model_name)

@@ -4,6 +4,7 @@ Layout written under `serving_root` (what TF Serving and KServe read):
     <serving_root>/models.config                       ModelServerConfig, labels stable/canary
     <serving_root>/<model_name>/<version>/             the SavedModel, versions only grow
     <serving_root>/<model_name>/rollout.json           stable, canary, traffic, history
+    <serving_root>/<model_name>/training-data/<version>/  its training statistics + schema
     <serving_root>/<model_name>/kserve/inferenceservice.yaml
 The first ever push becomes stable; later ones become the canary at
 `canary_traffic_percent`. A model is staged only if the stable version the
@@ -40,6 +41,12 @@ class CanaryPusherSpec(types.ComponentSpec):
         'infra_blessing': ChannelParameter(type=standard_artifacts.InfraBlessing, optional=True),
         # Optional: its overall metrics are snapshotted into the rollout history.
         'model_evaluation': ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True),
+        # Optional: the training data's statistics and schema, staged beside
+        # the version (rollout.training_data) for the next run's drift gate.
+        'statistics': ChannelParameter(type=standard_artifacts.ExampleStatistics, optional=True),
+        'schema': ChannelParameter(type=standard_artifacts.Schema, optional=True),
+        # Only for the span number recorded with the statistics.
+        'examples': ChannelParameter(type=standard_artifacts.Examples, optional=True),
     }
     OUTPUTS = {
         'pushed_model': ChannelParameter(type=standard_artifacts.PushedModel),
@@ -54,10 +61,13 @@ class CanaryPusher(base_component.BaseComponent):
                  canary_traffic_percent=10, keep_versions=5, infra_blessing=None,
                  model_evaluation=None, tf_serving_root: Optional[str] = None,
                  kserve_storage_uri_prefix: Optional[str] = None,
-                 fail_on_stale_baseline: bool = False):
+                 fail_on_stale_baseline: bool = False, statistics=None, schema=None,
+                 examples=None):
         super().__init__(spec=CanaryPusherSpec(
             model=model, model_blessing=model_blessing, infra_blessing=infra_blessing,
-            model_evaluation=model_evaluation, serving_root=serving_root, model_name=model_name,
+            model_evaluation=model_evaluation, statistics=statistics, schema=schema,
+            examples=examples,
+            serving_root=serving_root, model_name=model_name,
             canary_traffic_percent=canary_traffic_percent, keep_versions=keep_versions,
             tf_serving_root=tf_serving_root,
             kserve_storage_uri_prefix=kserve_storage_uri_prefix,

@@ -13,11 +13,13 @@ from tfx.components.pusher import executor as pusher_executor
 from tfx.types import artifact_utils
 
 from components.baseline import resolve
+from components.baseline import statistics as baseline_statistics
 from components.canary_pusher import staged
 from modules import model as model_lib
 from pipeline.eval_results import overall_metrics
 from rollout import control
 from rollout import staging
+from rollout import training_data
 from rollout.errors import StaleBaselineError
 
 REQUIRED_SIGNATURES = (model_lib.SERVING_SIGNATURE, model_lib.RAW_SIGNATURE)
@@ -49,6 +51,23 @@ def judged_stable(input_dict):
     if not blessing.has_custom_property(resolve.BASELINE_VERSION):
         return control.ANY_STABLE
     return blessing.get_int_custom_property(resolve.BASELINE_VERSION) or None
+
+
+def _training_data(input_dict):
+    """The statistics and schema the model was trained on, if wired in."""
+    statistics = input_dict.get('statistics') or []
+    if not statistics:
+        return None
+    artifact = artifact_utils.get_single_instance(statistics)
+    schemas = input_dict.get('schema') or []
+    schema_file = None
+    if schemas:
+        from tfx.utils import io_utils
+        schema_file = io_utils.get_only_uri_in_dir(
+            artifact_utils.get_single_uri(schemas))
+    examples = (input_dict.get('examples') or [None])[0]
+    return training_data.TrainingData(statistics_dir=artifact.uri, schema_file=schema_file,
+                                      span=baseline_statistics.span_words(examples))
 
 
 def _candidate_metrics(input_dict):
@@ -114,7 +133,8 @@ class Executor(pusher_executor.Executor):
             reason='blessed by Evaluator',
             metrics=_candidate_metrics(input_dict),
             keep=exec_properties['keep_versions'],
-            expect_stable=judged_stable(input_dict))
+            expect_stable=judged_stable(input_dict),
+            training_data=_training_data(input_dict))
         version = result['version']
         role = 'stable' if result['after']['stable'] == version else 'canary'
         return version, role, result['before']['stable'] if role == 'canary' else None

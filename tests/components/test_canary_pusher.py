@@ -53,7 +53,7 @@ def push(tmp_path):
     serving_root = str(tmp_path / 'serving')
     counter = iter(range(1, 1000))
 
-    def run(model_uri, blessed=True, against='none', **overrides):
+    def run(model_uri, blessed=True, against='none', extra_inputs=None, **overrides):
         n = next(counter)
         pushed = _artifact(standard_artifacts.PushedModel, str(tmp_path / ('pushed-%d' % n)))
         exec_properties = dict(serving_root=serving_root, model_name=MODEL,
@@ -61,6 +61,7 @@ def push(tmp_path):
         exec_properties.update(overrides)
         inputs = {'model': [_artifact(standard_artifacts.Model, model_uri)],
                   'model_blessing': [_blessing(tmp_path / ('b%d' % n), blessed, against)]}
+        inputs.update(extra_inputs or {})
         pusher_executor.Executor().Do(inputs, {'pushed_model': [pushed]}, exec_properties)
         return pushed
 
@@ -181,3 +182,56 @@ def test_tf_serving_root_and_kserve_prefix_reach_the_serving_files(push, tiny_mo
     with open(os.path.join(push.serving_root, MODEL, 'kserve', 'inferenceservice.yaml')) as f:
         manifest = f.read()
     assert 'gs://bucket/serving/taxi/1' in manifest
+
+
+def _trained_on(tmp_path, bundled_statistics, span):
+    """The StatisticsGen and ImportSchemaGen outputs a model was trained with."""
+    import shutil
+    from tests.components.conftest import examples_artifact, statistics_artifact
+    from tests.conftest import SCHEMA_PATH
+    schema_dir = tmp_path / ('schema-%d' % span)
+    os.makedirs(schema_dir)
+    shutil.copy(SCHEMA_PATH, schema_dir / 'schema.pbtxt')
+    schema = _artifact(standard_artifacts.Schema, str(schema_dir))
+    stats = statistics_artifact(tmp_path / ('stats-%d' % span), bundled_statistics[span], span)
+    examples = examples_artifact(tmp_path / ('examples-%d' % span), span)
+    return {'statistics': [stats], 'schema': [schema], 'examples': [examples]}
+
+
+def test_each_version_is_staged_with_what_it_was_trained_on(push, tiny_models, tmp_path,
+                                                            bundled_statistics):
+    from rollout import training_data
+    from tests.conftest import SCHEMA_PATH
+    push(tiny_models[1], extra_inputs=_trained_on(tmp_path, bundled_statistics, 1))
+    push(tiny_models[2], against=1, extra_inputs=_trained_on(tmp_path, bundled_statistics, 2))
+    for version, span in ((1, 1), (2, 2)):
+        staged = training_data.read(push.serving_root, MODEL, version)
+        assert (staged.span, staged.splits) == ('span %d' % span, ('eval', 'train'))
+        with open(staged.statistics_file('train'), 'rb') as f:
+            assert f.read() == bundled_statistics[span].SerializeToString()
+        with open(staged.schema_file) as f, open(SCHEMA_PATH) as g:
+            assert f.read() == g.read()
+    # Outside the numbered folders TF Serving loads; not a version.
+    assert push.controller().staged_versions() == [1, 2]
+    assert not os.path.exists(os.path.join(push.serving_root, MODEL, '2', 'training-data'))
+
+
+def test_pruned_versions_take_their_training_data_with_them(push, tiny_models, tmp_path,
+                                                            bundled_statistics):
+    from rollout import training_data
+    push(tiny_models[1], keep_versions=2, extra_inputs=_trained_on(tmp_path, bundled_statistics, 1))
+    for weight in (2, 3, 4):
+        push(tiny_models[weight], against=1, keep_versions=2,
+             extra_inputs=_trained_on(tmp_path / str(weight), bundled_statistics, 2))
+    assert push.controller().staged_versions() == [1, 3, 4]
+    kept = sorted(int(n) for n in os.listdir(training_data.root(push.serving_root, MODEL)))
+    assert kept == [1, 3, 4]
+
+
+def test_a_refused_push_stages_no_training_data(push, tiny_models, tmp_path, bundled_statistics):
+    from rollout import training_data
+    push(tiny_models[1], extra_inputs=_trained_on(tmp_path, bundled_statistics, 1))
+    pushed = push(tiny_models[2], against='none',
+                  extra_inputs=_trained_on(tmp_path / 'late', bundled_statistics, 2))
+    assert pushed.get_int_custom_property('pushed') == 0
+    assert os.listdir(training_data.root(push.serving_root, MODEL)) == ['1']

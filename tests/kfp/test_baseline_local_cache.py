@@ -28,7 +28,9 @@ def run_once(workspace):
     execution = max(store.get_executions(), key=lambda e: e.id)
     events = store.get_events_by_execution_ids([execution.id])
     outputs = [e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT]
-    (artifact,) = store.get_artifacts_by_id(outputs)
+    # The Model output (the other one is the baseline's training statistics).
+    model_type = store.get_artifact_type('Model').id
+    (artifact,) = [a for a in store.get_artifacts_by_id(outputs) if a.type_id == model_type]
     return execution.last_known_state, artifact
 
 

@@ -8,7 +8,7 @@ from pipeline import pipeline as pipeline_lib
 from pipeline.configs import PipelineConfig
 
 EXPECTED = ['CsvExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator',
-            'ValidationGate', 'Transform', BASELINE_NODE_ID, 'Trainer',
+            'ValidationGate', 'DriftGate', 'Transform', BASELINE_NODE_ID, 'Trainer',
             'Evaluator', 'CanaryPusher']
 
 
@@ -37,6 +37,27 @@ def test_data_flows_through_validation_before_training(built):
     assert 'ValidationGate' in {u.id for u in n['Transform'].upstream_nodes}
     assert _producer(n['Trainer'], 'examples') == 'Transform'
     assert _producer(n['Trainer'], 'transform_graph') == 'Transform'
+
+
+def test_drift_gate_compares_the_span_with_the_baselines_statistics_before_transform(built):
+    _, n = built
+    gate = n['DriftGate']
+    assert _producer(gate, 'statistics') == 'StatisticsGen'
+    assert _producer(gate, 'baseline_statistics') == BASELINE_NODE_ID
+    assert _producer(gate, 'schema') == 'ImportSchemaGen'  # Thresholds: its drift_comparators.
+    # After the schema checks (their error comes first), before any training.
+    assert 'ValidationGate' in {u.id for u in gate.upstream_nodes}
+    assert 'DriftGate' in {u.id for u in n['Transform'].upstream_nodes}
+    # What a pushed version was trained on is staged beside it: the next baseline.
+    assert _producer(n['CanaryPusher'], 'statistics') == 'StatisticsGen'
+    assert _producer(n['CanaryPusher'], 'schema') == 'ImportSchemaGen'
+
+
+def test_allowed_drift_reaches_the_gate():
+    p = pipeline_lib.create_pipeline(PipelineConfig(workspace='/tmp/ws',
+                                                    allowed_drift=('trip_miles', 'fare')))
+    gate = next(c for c in p.components if c.id == 'DriftGate')
+    assert gate.exec_properties['allowed_drift'] == 'trip_miles,fare'
 
 
 def test_evaluator_compares_against_the_baseline_and_gates_the_push(built):
