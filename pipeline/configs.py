@@ -69,6 +69,10 @@ class PipelineConfig:
     eval_steps: int = 50
     hparams: Dict[str, object] = dataclasses.field(default_factory=dict)
 
+    # Signatures the model code exports (modules/model.py): the Evaluator
+    # reads the first; CanaryPusher refuses to stage a model missing any.
+    signatures: Tuple[str, ...] = ('serving_default', 'predict_raw')
+
     # --- evaluation: blessing needs both value thresholds and no regression.
     label_key: str = 'big_tipper_xf'
     slice_features: Tuple[str, ...] = ('trip_start_hour', 'payment_type')
@@ -167,6 +171,10 @@ class PipelineConfig:
             if self.span is not None:
                 fail('span_range', 'set either span (one span, here %r) or span_range '
                                    '(several spans), not both' % self.span)
+        if (not isinstance(self.signatures, (tuple, list)) or not self.signatures
+                or not all(isinstance(n, str) and n for n in self.signatures)):
+            fail('signatures', 'must name at least one signature the model exports, the '
+                               'serving one first, e.g. ("serving_default", "predict_raw")')
         buckets = self.train_eval_hash_buckets
         if len(buckets) != 2 or any(not isinstance(b, int) or b < 1 for b in buckets):
             fail('train_eval_hash_buckets', 'must be two positive integers (train, eval)')

@@ -73,7 +73,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
         absolute={'value': -config.max_auc_regression - 1e-10})
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
-            signature_name='serving_default',
+            signature_name=config.signatures[0],
             label_key=config.label_key,
             preprocessing_function_names=['transform_features'])],
         slicing_specs=[tfma.SlicingSpec()] + [
@@ -167,6 +167,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         tf_serving_root=config.tf_serving_root,
         kserve_storage_uri_prefix=config.kserve_storage_uri_prefix,
         fail_on_stale_baseline=config.fail_on_stale_baseline,
+        required_signatures=config.signatures,
         # Staged beside the version: the next run's drift baseline.
         statistics=statistics_gen.outputs['statistics'],
         schema=schema_gen.outputs['schema'],

@@ -34,6 +34,9 @@ class CanaryPusherSpec(types.ComponentSpec):
         # (Kubeflow, where the task status is the run's outcome); 0: it is
         # recorded on the PushedModel (pushed=0, not_pushed_reason) only.
         'fail_on_stale_baseline': ExecutionParameter(type=int, optional=True),
+        # Comma-separated signatures a staged model must have (from
+        # PipelineConfig.signatures); default executor.DEFAULT_SIGNATURES.
+        'required_signatures': ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         'model': ChannelParameter(type=standard_artifacts.Model),
@@ -62,7 +65,7 @@ class CanaryPusher(base_component.BaseComponent):
                  model_evaluation=None, tf_serving_root: Optional[str] = None,
                  kserve_storage_uri_prefix: Optional[str] = None,
                  fail_on_stale_baseline: bool = False, statistics=None, schema=None,
-                 examples=None):
+                 examples=None, required_signatures=executor.DEFAULT_SIGNATURES):
         super().__init__(spec=CanaryPusherSpec(
             model=model, model_blessing=model_blessing, infra_blessing=infra_blessing,
             model_evaluation=model_evaluation, statistics=statistics, schema=schema,
@@ -72,4 +75,5 @@ class CanaryPusher(base_component.BaseComponent):
             tf_serving_root=tf_serving_root,
             kserve_storage_uri_prefix=kserve_storage_uri_prefix,
             fail_on_stale_baseline=int(bool(fail_on_stale_baseline)),
+            required_signatures=','.join(required_signatures),
             pushed_model=types.Channel(type=standard_artifacts.PushedModel)))

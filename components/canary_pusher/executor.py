@@ -15,14 +15,19 @@ from tfx.types import artifact_utils
 from components.baseline import resolve
 from components.baseline import statistics as baseline_statistics
 from components.canary_pusher import staged
-from modules import model as model_lib
-from pipeline.eval_results import overall_metrics
+from common.tfx_outputs import overall_metrics
 from rollout import control
 from rollout import staging
 from rollout import training_data
 from rollout.errors import StaleBaselineError
 
-REQUIRED_SIGNATURES = (model_lib.SERVING_SIGNATURE, model_lib.RAW_SIGNATURE)
+# What the bundled model code exports; pipelines pass PipelineConfig.signatures.
+DEFAULT_SIGNATURES = ('serving_default', 'predict_raw')
+
+
+def required_signatures(exec_properties):
+    names = [n for n in (exec_properties.get('required_signatures') or '').split(',') if n]
+    return tuple(names) or DEFAULT_SIGNATURES
 
 # Custom properties of the PushedModel artifact (read by runners/summary.py
 # and lineage).
@@ -129,7 +134,7 @@ class Executor(pusher_executor.Executor):
             model_path,
             canary_percent=exec_properties['canary_traffic_percent'],
             validate=functools.partial(staging.validate_saved_model,
-                                       required_signatures=REQUIRED_SIGNATURES),
+                                       required_signatures=required_signatures(exec_properties)),
             reason='blessed by Evaluator',
             metrics=_candidate_metrics(input_dict),
             keep=exec_properties['keep_versions'],

@@ -8,7 +8,7 @@ from tfx.utils import io_utils
 
 from components.baseline import statistics as baseline_statistics
 from components.drift_gate import drift
-from pipeline.errors import TfxCanaryError
+from common.errors import TfxCanaryError
 
 DEFAULT_SPLIT = 'train'
 STATISTICS_FILE = 'FeatureStats.pb'   # What StatisticsGen writes per split.

@@ -235,3 +235,10 @@ def test_a_refused_push_stages_no_training_data(push, tiny_models, tmp_path, bun
                   extra_inputs=_trained_on(tmp_path / 'late', bundled_statistics, 2))
     assert pushed.get_int_custom_property('pushed') == 0
     assert os.listdir(training_data.root(push.serving_root, MODEL)) == ['1']
+
+
+def test_a_model_missing_a_configured_signature_is_not_staged(push, tiny_models):
+    from rollout.errors import RolloutError
+    with pytest.raises(RolloutError, match='predict_json'):
+        push(tiny_models[1], required_signatures='serving_default,predict_json')
+    assert push.controller().staged_versions() == []

@@ -50,3 +50,13 @@ def test_beam_mode_follows_input_size():
     assert '--direct_running_mode=in_memory' in beam_args_for(2 * 2 ** 20)
     big = beam_args_for(500 * 2 ** 20, cpus=2)
     assert '--direct_running_mode=multi_processing' in big and '--direct_num_workers=2' in big
+
+
+def test_the_default_signatures_are_the_ones_the_model_code_exports():
+    from modules import model as model_lib
+    from pipeline import pipeline as pipeline_lib
+    config = PipelineConfig(workspace='/tmp/ws')
+    assert config.signatures == (model_lib.SERVING_SIGNATURE, model_lib.RAW_SIGNATURE)
+    pusher = next(c for c in pipeline_lib.create_pipeline(config).components
+                  if c.id == 'CanaryPusher')
+    assert pusher.exec_properties['required_signatures'] == 'serving_default,predict_raw'
