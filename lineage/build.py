@@ -11,13 +11,17 @@ import json
 import os
 import re
 
+from common import locations
+from common import mlmd_names as names
+from common.mlmd import value_of
 from lineage import files
 from lineage.errors import LineageError, NotFoundError
-from lineage.query import (MODEL, PUSHED_MODEL, Execution, is_a, short_type, state_name,
-                           value_of)
+from lineage.query import Execution, is_a, short_type, state_name
+from rollout import state as rollout_state
+from rollout.errors import RolloutError
 
 SCHEMA_VERSION = 1
-ROLLOUT_FILE = 'rollout.json'
+MODEL, PUSHED_MODEL = names.MODEL, names.PUSHED_MODEL
 
 
 def iso_time(ms):
@@ -56,7 +60,7 @@ def _execution_ref(graph, execution):
 
 
 def _version_number(artifact):
-    raw = value_of(artifact, 'pushed_version') if artifact is not None else None
+    raw = value_of(artifact, names.PUSHED_VERSION) if artifact is not None else None
     try:
         return int(str(raw).strip())
     except (TypeError, ValueError):
@@ -65,15 +69,15 @@ def _version_number(artifact):
 
 # ---------------------------------------------------------------- serving
 
-def _read_rollout_json(path):
+def _read_rollout_json(path, model_name):
+    """(served state, None), or (None, warning) for a rollout.json that does not validate."""
     try:
-        with open(path, encoding='utf-8') as f:
-            state = json.load(f)
-        return {'stable': state.get('stable_version'), 'canary': state.get('canary_version'),
-                'traffic_percent': state.get('canary_traffic_percent') or 0,
-                'phase': state.get('phase'), 'source': path, 'rollout_json': path}, None
-    except (OSError, ValueError, AttributeError) as exc:
+        state = rollout_state.load_state(path, model_name)
+    except (RolloutError, OSError) as exc:
         return None, f'cannot read {path} ({exc}); using ML Metadata instead'
+    return {'stable': state.stable_version, 'canary': state.canary_version,
+            'traffic_percent': state.canary_traffic_percent, 'phase': state.phase,
+            'source': path, 'rollout_json': path}, None
 
 
 def served_state(queries, serving_root, model_name):
@@ -88,9 +92,9 @@ def served_state(queries, serving_root, model_name):
     warnings = []
     state = None
     serving_root = os.path.abspath(serving_root) if serving_root else None
-    path = os.path.join(serving_root, model_name, ROLLOUT_FILE) if serving_root else None
+    path = locations.rollout_json_path(serving_root, model_name) if serving_root else None
     if path and os.path.isfile(path):
-        state, warning = _read_rollout_json(path)
+        state, warning = _read_rollout_json(path, model_name)
         if warning:
             warnings.append(warning)
     last = queries.last_rollout_event(model_name)
@@ -112,7 +116,7 @@ def served_state(queries, serving_root, model_name):
         pushes = queries.pushed_models(model_name, limit=50)
         roles = {}
         for pushed in pushes:  # Newest first: the first of each role wins.
-            role = value_of(pushed, 'rollout_role')
+            role = value_of(pushed, names.ROLLOUT_ROLE)
             if role in ('stable', 'canary') and role not in roles:
                 roles[role] = _version_number(pushed)
         if roles:
@@ -170,7 +174,7 @@ def resolve(queries, model_name, serving_root, version=None, role=None, artifact
         if served is None:
             raise NotFoundError(
                 f'cannot tell which version of {model_name!r} is {role}: no '
-                f'{os.path.join(serving_root or ".", model_name, ROLLOUT_FILE)}, no rollout '
+                f'{locations.rollout_json_path(serving_root or ".", model_name)}, no rollout '
                 f'events and no pushed models in {queries.store.description}; pass '
                 f'--serving-root or --version')
         version = served.get(role)
@@ -263,15 +267,15 @@ def baseline_ref(artifact, versions):
     tfx-canary's BaselineModel step hands over a copy of the stable version
     with `has_baseline` (0 = nothing served yet) and `baseline_version`.
     """
-    if artifact is None or value_of(artifact, 'has_baseline') == 0:
+    if artifact is None or value_of(artifact, names.HAS_BASELINE) == 0:
         return None
     ref = _artifact_ref(artifact)
     ref.update({
-        'version': value_of(artifact, 'baseline_version') or versions.get(artifact.id),
-        'source': value_of(artifact, 'baseline_source'),
-        'copied_from': value_of(artifact, 'baseline_uri') or None,
+        'version': value_of(artifact, names.BASELINE_VERSION) or versions.get(artifact.id),
+        'source': value_of(artifact, names.BASELINE_SOURCE),
+        'copied_from': value_of(artifact, names.BASELINE_URI) or None,
         # Identity of the SavedModel that served (the BaselineModel step's hash).
-        'fingerprint': value_of(artifact, 'baseline_fingerprint') or None,
+        'fingerprint': value_of(artifact, names.BASELINE_FINGERPRINT) or None,
     })
     return ref
 
@@ -347,8 +351,8 @@ def _examples_record(graph, examples):
         if isinstance(input_config, dict) else []
     record = _artifact_ref(examples)
     split_names = _json_value(value_of(examples, 'split_names'))
-    span = value_of(examples, 'span')
-    span_range = value_of(examples, 'span_range')  # "A-B": a span-range ExampleGen.
+    span = value_of(examples, names.SPAN)
+    span_range = value_of(examples, names.SPAN_RANGE)  # "A-B": a span-range ExampleGen.
     record.update({
         'span': span,
         'span_range': span_range,
@@ -438,14 +442,14 @@ def _evaluation_record(graph, pusher, model_id, versions, warnings):
     record = _execution_ref(graph, evaluator)
     baseline = baseline_ref((graph.inputs(evaluator.id, 'baseline_model') or [None])[0],
                             versions)
-    if blessing is not None and value_of(blessing, 'has_baseline') == 0:
+    if blessing is not None and value_of(blessing, names.HAS_BASELINE) == 0:
         baseline = None  # The evaluator recorded that it compared against nothing.
     config_json = (files.evaluated_config(evaluation.uri) if evaluation is not None else None) \
         or value_of(evaluator, 'eval_config')
     slices = files.metrics(evaluation.uri) if evaluation is not None else None
     if evaluation is not None and slices is None:
         warnings.append(f'evaluation files not found under {evaluation.uri}')
-    blessed = value_of(blessing, 'blessed') if blessing is not None else None
+    blessed = value_of(blessing, names.BLESSED) if blessing is not None else None
     record.update({
         'evaluation': _artifact_ref(evaluation),
         'blessing': _artifact_ref(blessing),
@@ -465,12 +469,12 @@ def _pushed_record(graph, pushed):
     pusher = graph.producer(pushed.id)
     record = _artifact_ref(pushed)
     record.update({
-        'pushed': value_of(pushed, 'pushed') == 1,
+        'pushed': value_of(pushed, names.PUSHED) == 1,
         'version': _version_number(pushed),
-        'destination': value_of(pushed, 'pushed_destination'),
-        'role_at_push': value_of(pushed, 'rollout_role'),
-        'challenged_stable_version': value_of(pushed, 'challenges_stable_version') or None,
-        'serving_root': value_of(pushed, 'serving_root'),
+        'destination': value_of(pushed, names.PUSHED_DESTINATION),
+        'role_at_push': value_of(pushed, names.ROLLOUT_ROLE),
+        'challenged_stable_version': value_of(pushed, names.CHALLENGES_STABLE_VERSION) or None,
+        'serving_root': value_of(pushed, names.SERVING_ROOT),
         'produced_by': _execution_ref(graph, pusher),
     })
     return record, pusher
@@ -538,7 +542,7 @@ def show(queries, model_name, serving_root, version=None, role=None, artifact_id
             evaluator_inputs += graph.inputs(evaluator.id, 'baseline_model')
     # Only resolver-style inputs need a lookup: a BaselineModel copy names its version.
     other_models = sorted({a.id for a in evaluator_inputs if a.id != model_id
-                           and value_of(a, 'baseline_version') is None})
+                           and value_of(a, names.BASELINE_VERSION) is None})
     versions = {mid: max((_version_number(p) for p in pushes if _version_number(p)), default=None)
                 for mid, pushes in queries.pushes_of_models(other_models).items()}
 
@@ -603,14 +607,14 @@ def runs(queries, model_name, serving_root, limit=None):
     for context in contexts:
         executions, by_type = queries.run_contents(context)
         spans = sorted({s for a in by_type.get('Examples', [])
-                        for s in spans_of(value_of(a, 'span'), value_of(a, 'span_range'))})
+                        for s in spans_of(value_of(a, names.SPAN), value_of(a, names.SPAN_RANGE))})
         blessings = by_type.get('ModelBlessing', [])
         blessed = None
         if blessings:
-            blessed = any(value_of(b, 'blessed') == 1 for b in blessings)
+            blessed = any(value_of(b, names.BLESSED) == 1 for b in blessings)
         pushes = [p for p in by_type.get(PUSHED_MODEL, [])
-                  if value_of(p, 'model_name') in (None, model_name)]
-        pushed = [p for p in pushes if value_of(p, 'pushed') == 1]
+                  if value_of(p, names.MODEL_NAME) in (None, model_name)]
+        pushed = [p for p in pushes if value_of(p, names.PUSHED) == 1]
         version = max((_version_number(p) for p in pushed), default=None)
         times = [t for e in executions for t in (e.create_time_since_epoch,
                                                  e.last_update_time_since_epoch) if t]

@@ -180,14 +180,15 @@ def connection_config(args):
 
 def recorded_serving_roots(queries, model_name, limit=None):
     """[(serving root, 'PushedModel #N')] the model's pushes recorded, newest first."""
-    from lineage.query import value_of
+    from common import mlmd_names
+    from common.mlmd import value_of
 
     try:
         pushes = queries.pushed_models(model_name, limit=limit)
     except LineageError:
         return []   # The command's own queries report what is wrong.
-    return [(str(value_of(p, 'serving_root')), f'PushedModel #{p.id}') for p in pushes
-            if value_of(p, 'serving_root')]
+    return [(str(value_of(p, mlmd_names.SERVING_ROOT)), f'PushedModel #{p.id}') for p in pushes
+            if value_of(p, mlmd_names.SERVING_ROOT)]
 
 
 def _open(args):

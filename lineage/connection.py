@@ -18,6 +18,7 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.proto import metadata_store_pb2
 
 from common import locations
+from common import mlmd
 from lineage.errors import StoreUnavailableError
 
 DEFAULT_METADATA_PATH = locations.metadata_path_in(locations.DEFAULT_WORKSPACE)
@@ -35,11 +36,7 @@ def sqlite_config(path):
             f'ML Metadata store {path} does not exist: pass --workspace or '
             f'--metadata-path with the metadata.sqlite of a pipeline workspace '
             f'(default ./{DEFAULT_METADATA_PATH}), or --mysql-host / --grpc-host')
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = path
-    config.sqlite.connection_mode = (
-        metadata_store_pb2.SqliteMetadataSourceConfig.READONLY)
-    return config
+    return mlmd.sqlite_config(path, mlmd.READ_ONLY)
 
 
 def mysql_config(host, database, port=DEFAULT_MYSQL_PORT, user='root',

@@ -9,24 +9,18 @@ Each `show` costs a handful of queries whatever the number of runs in the
 store (see bench/lineage_bench.py).
 """
 
-import json
-
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 
+from common import mlmd_names as names
+from common.mlmd import event_role as role_of
+from common.mlmd import value_of
 from lineage.errors import NotFoundError, PipelineNotFoundError
+from rollout import audit
 
 Options = metadata_store_pb2.LineageSubgraphQueryOptions
 Event = metadata_store_pb2.Event
 Execution = metadata_store_pb2.Execution
-
-PUSHED_MODEL = 'PushedModel'
-MODEL = 'Model'
-SCHEMA = 'Schema'
-ROLLOUT_EXECUTION_TYPE = 'tfx_canary.RolloutTransition'
-ROLLOUT_CONTEXT_TYPE = 'tfx_canary.Rollout'
-PIPELINE_CONTEXT_TYPE = 'pipeline'
-RUN_CONTEXT_TYPE = 'pipeline_run'
 
 # INTERNAL_OUTPUT is a resolver "producing" an artifact it only selected; it
 # is not provenance, so it never counts as the producer.
@@ -45,29 +39,6 @@ MAX_STARTING_NODES = 100
 # Only fetch what is read: the Python client fetches types with extra calls.
 _GRAPH_MASK = ['artifacts', 'executions', 'events']
 _GRAPH_MASK_WITH_CONTEXTS = _GRAPH_MASK + ['contexts', 'associations']
-
-
-def value_of(node, name):
-    """A property or custom property of an MLMD node as a Python value, or None."""
-    for props in (node.properties, node.custom_properties):
-        if name in props:
-            value = props[name]
-            kind = value.WhichOneof('value')
-            if kind is None:
-                return None
-            result = getattr(value, kind)
-            if kind == 'struct_value':
-                from google.protobuf import json_format
-                return json_format.MessageToDict(result)
-            if kind == 'proto_value':
-                return None
-            return result
-    return None
-
-
-def role_of(event):
-    """The input/output key of an event ('model', 'examples'...), or ''."""
-    return event.path.steps[0].key if event.path.steps else ''
 
 
 def short_type(type_name):
@@ -172,7 +143,7 @@ class Subgraph:
         """The pipeline_run context name of an execution, if fetched."""
         for context_id in sorted(self.execution_contexts.get(execution_id, ())):
             context = self.contexts.get(context_id)
-            if context is not None and context.type == RUN_CONTEXT_TYPE:
+            if context is not None and context.type == names.RUN_CONTEXT:
                 return context.name
         return None
 
@@ -198,11 +169,11 @@ class LineageQueries:
             return self._pipeline
         self._count()
         context = self.store.get_context_by_type_and_name(
-            PIPELINE_CONTEXT_TYPE, self.pipeline_name)
+            names.PIPELINE_CONTEXT, self.pipeline_name)
         if context is None:
             self._count()
             others = sorted(c.name for c in self.store.get_contexts_by_type(
-                PIPELINE_CONTEXT_TYPE))
+                names.PIPELINE_CONTEXT))
             where = self.store.description
             if others:
                 raise PipelineNotFoundError(
@@ -217,7 +188,7 @@ class LineageQueries:
 
     def _in_pipeline(self):
         # Same alias: both conditions must hold for one attributed context.
-        return (f"contexts_a.type = {quote(PIPELINE_CONTEXT_TYPE)} AND "
+        return (f"contexts_a.type = {quote(names.PIPELINE_CONTEXT)} AND "
                 f"contexts_a.name = {quote(self.pipeline_name)}")
 
     # ------------------------------------------------------------ runs
@@ -226,7 +197,7 @@ class LineageQueries:
         """The pipeline's runs, newest first (limit: at most that many)."""
         self.pipeline_context()
         options = mlmd.ListOptions(
-            filter_query=(f"type = {quote(RUN_CONTEXT_TYPE)} AND "
+            filter_query=(f"type = {quote(names.RUN_CONTEXT)} AND "
                           f"parent_contexts_a.name = {quote(self.pipeline_name)}"),
             # By id, not create time: contexts written in one transaction (a
             # copied store) share a timestamp, and ids grow with time anyway.
@@ -241,7 +212,8 @@ class LineageQueries:
         executions = self.store.get_executions_by_context(run_context.id)
         artifacts = self.store.get_artifacts_by_context(
             run_context.id, list_options=mlmd.ListOptions(
-                filter_query=f"type IN ('Examples', 'ModelBlessing', {quote(PUSHED_MODEL)})"))
+                filter_query=(f"type IN ({quote(names.EXAMPLES)}, {quote(names.MODEL_BLESSING)}, "
+                              f"{quote(names.PUSHED_MODEL)})")))
         by_type = {}
         for artifact in artifacts:
             by_type.setdefault(artifact.type, []).append(artifact)
@@ -251,14 +223,14 @@ class LineageQueries:
 
     def pushed_models(self, model_name, version=None, limit=None, as_int=False):
         """PushedModel artifacts of this pipeline that were pushed, newest first."""
-        clauses = [f"type = {quote(PUSHED_MODEL)}", self._in_pipeline(),
-                   "custom_properties.pushed.int_value = 1",
-                   f"custom_properties.model_name.string_value = {quote(model_name)}"]
+        clauses = [f"type = {quote(names.PUSHED_MODEL)}", self._in_pipeline(),
+                   f"custom_properties.{names.PUSHED}.int_value = 1",
+                   f"custom_properties.{names.MODEL_NAME}.string_value = {quote(model_name)}"]
         if version is not None:
             # TFX's pusher records the version as a string; other writers as an int.
-            clauses.append(
-                f"custom_properties.pushed_version.int_value = {int(version)}" if as_int else
-                f"custom_properties.pushed_version.string_value = {quote(str(version))}")
+            pushed_version = f"custom_properties.{names.PUSHED_VERSION}"
+            clauses.append(f"{pushed_version}.int_value = {int(version)}" if as_int else
+                           f"{pushed_version}.string_value = {quote(str(version))}")
         options = mlmd.ListOptions(filter_query=' AND '.join(clauses),
                                    order_by=mlmd.OrderByField.ID, is_asc=False,
                                    limit=limit or None)
@@ -273,7 +245,7 @@ class LineageQueries:
         if found:
             return found[0]
         known = sorted({int(v) for v in (
-            value_of(a, 'pushed_version') for a in self.pushed_models(model_name))
+            value_of(a, names.PUSHED_VERSION) for a in self.pushed_models(model_name))
             if str(v).isdigit()})
         listed = ', '.join(map(str, known)) if known else 'none'
         raise NotFoundError(
@@ -333,8 +305,8 @@ class LineageQueries:
         # one execution per run ever made (see first_producer for its maker).
         return self.subgraph(
             [start], Options.UPSTREAM, UPSTREAM_HOPS,
-            ending_artifacts=(f"(type = {quote(MODEL)} AND id != {int(model_id)}) "
-                              f"OR type = {quote(SCHEMA)}"),
+            ending_artifacts=(f"(type = {quote(names.MODEL)} AND id != {int(model_id)}) "
+                              f"OR type = {quote(names.SCHEMA)}"),
             with_contexts=True)
 
     def first_producer(self, artifact_id):
@@ -360,7 +332,7 @@ class LineageQueries:
         """Rollout transitions linked (INPUT event) to a pushed model."""
         graph = self.subgraph([pushed_model_id], Options.DOWNSTREAM, 1)
         return {e.id for e in graph.executions.values()
-                if e.type == ROLLOUT_EXECUTION_TYPE}
+                if e.type == names.ROLLOUT_EXECUTION}
 
     def pushes_of_models(self, model_ids, pushed_only=True):
         """{model id: [PushedModel artifacts]} via each model's pushers.
@@ -376,7 +348,7 @@ class LineageQueries:
         for model_id in model_ids:
             for pusher in graph.consumers(model_id):
                 for pushed in graph.outputs(pusher.id, 'pushed_model'):
-                    if not pushed_only or value_of(pushed, 'pushed') == 1:
+                    if not pushed_only or value_of(pushed, names.PUSHED) == 1:
                         result.setdefault(model_id, []).append(pushed)
         return result
 
@@ -399,14 +371,14 @@ class LineageQueries:
         if key not in self._contexts:
             self._count()
             self._contexts[key] = self.store.get_context_by_type_and_name(
-                ROLLOUT_CONTEXT_TYPE, f'rollout.{model_name}')
+                names.ROLLOUT_CONTEXT, names.rollout_context_name(model_name))
         return self._contexts[key]
 
     def _rollout_executions(self, model_name, clause=None, newest_first=False, limit=None):
         context = self._rollout_context(model_name)
         if context is None:
             return []
-        query = f"type = {quote(ROLLOUT_EXECUTION_TYPE)}" + (f" AND {clause}" if clause else '')
+        query = f"type = {quote(names.ROLLOUT_EXECUTION)}" + (f" AND {clause}" if clause else '')
         self._count()
         return self.store.get_executions_by_context(
             context.id, list_options=mlmd.ListOptions(
@@ -415,7 +387,7 @@ class LineageQueries:
 
     def rollout_events(self, model_name):
         """Every recorded rollout transition of a model, oldest first."""
-        return _event_rows(self._rollout_executions(model_name))
+        return audit.event_rows(self._rollout_executions(model_name))
 
     def last_rollout_event(self, model_name):
         """The newest recorded transition, or None.
@@ -423,7 +395,7 @@ class LineageQueries:
         Newest by event time among the last few by id: a back-filled record
         (written after a failed audit) has a newer id than its time says.
         """
-        rows = _event_rows(self._rollout_executions(model_name, newest_first=True, limit=5))
+        rows = audit.event_rows(self._rollout_executions(model_name, newest_first=True, limit=5))
         return rows[-1] if rows else None
 
     def rollout_events_touching(self, model_name, version):
@@ -434,7 +406,7 @@ class LineageQueries:
         the length of the rollout history.
         """
         found = {}
-        for prop in ('stable_version', 'canary_version'):
+        for prop in (names.STABLE_VERSION, names.CANARY_VERSION):
             for execution in self._rollout_executions(
                     model_name, f"properties.{prop}.int_value = {int(version)}"):
                 found[execution.id] = execution
@@ -455,32 +427,10 @@ class LineageQueries:
             if execution.id not in found and previous_matched:
                 found[execution.id] = execution
             previous_matched = execution.id in found
-        return _event_rows(found.values())
+        return audit.event_rows(found.values())
 
     def rollout_executions_by_id(self, execution_ids):
         if not execution_ids:
             return []
         self._count()
-        return _event_rows(self.store.get_executions_by_id(sorted(execution_ids)))
-
-
-def _event_rows(executions):
-    """rollout.audit's event dicts from RolloutTransition executions, oldest first."""
-    rows = []
-    for execution in executions:
-        try:
-            row = json.loads(value_of(execution, 'event_json') or '{}')
-        except ValueError:
-            row = {}
-        if not row:  # Written by something else: rebuild from properties.
-            row = {'event': value_of(execution, 'event'),
-                   'actor': value_of(execution, 'actor'),
-                   'reason': value_of(execution, 'reason'),
-                   'at': value_of(execution, 'at'),
-                   'to': {'stable': value_of(execution, 'stable_version'),
-                          'canary': value_of(execution, 'canary_version'),
-                          'traffic': value_of(execution, 'traffic_percent')}}
-        row['execution_id'] = execution.id
-        rows.append(row)
-    rows.sort(key=lambda r: (r.get('at') or '', r['execution_id']))
-    return rows
+        return audit.event_rows(self.store.get_executions_by_id(sorted(execution_ids)))

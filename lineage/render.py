@@ -5,8 +5,9 @@ lineage/build.py, so the text and `--json` never disagree.
 """
 
 import json
-import os
 import sys
+
+from common import locations
 
 METRIC_ORDER = ('auc', 'binary_accuracy', 'example_count', 'loss')
 
@@ -230,7 +231,7 @@ def serving_state_line(state, model_name):
     if state.get('rollout_json'):
         text = f'serving state: {state["rollout_json"]}'
     elif state.get('serving_root'):
-        looked_for = os.path.join(state['serving_root'], model_name, 'rollout.json')
+        looked_for = locations.rollout_json_path(state['serving_root'], model_name)
         text = f'serving state: {state["source"]} (no {looked_for})'
     else:
         text = (f'serving state: {state["source"]} (no local serving root: pass '

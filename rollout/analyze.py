@@ -19,17 +19,14 @@ history's reason.
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 
 import yaml
 
 from rollout import stats
 from rollout.errors import RolloutError
+from rollout.metrics_snapshot import SNAPSHOT_FILE, load_snapshot, snapshot_path
 
 DEFAULT_POLICY = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'default_policy.yaml')
-SNAPSHOT_FORMAT = 'tfx-canary.serving-metrics/1'
-SNAPSHOT_FILE = 'serving-metrics.json'
 
 PROMOTE = 'promote'
 SET_TRAFFIC = 'set-traffic'
@@ -114,41 +111,6 @@ def load_policy(path=None):
         _merge(policy, override, '', path)
     _check_policy(policy, path or DEFAULT_POLICY)
     return policy
-
-
-# ---------------------------------------------------------------- metrics
-
-def default_metrics_path(serving_root, model_name):
-    return os.path.join(serving_root, model_name, SNAPSHOT_FILE)
-
-
-def load_snapshot(source):
-    """The server's metrics snapshot from a file path or an http(s) URL."""
-    if source.startswith(('http://', 'https://')):
-        url = source
-        if '/monitoring/snapshot' not in url:
-            url = url.rstrip('/') + '/monitoring/snapshot'
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                data = json.loads(response.read().decode('utf-8'))
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            raise RolloutError('cannot read metrics from %s: %s (is `tfx-canary serve` '
-                               'running there?)' % (url, getattr(e, 'reason', e))) from None
-    else:
-        if not os.path.isfile(source):
-            raise RolloutError('no metrics snapshot at %s: run `tfx-canary serve` (it writes '
-                               'one every few seconds) or pass --metrics URL|FILE' % source)
-        try:
-            with open(source, encoding='utf-8') as f:
-                data = json.load(f)
-        except (OSError, ValueError) as e:
-            raise RolloutError('cannot read metrics snapshot %s: %s' % (source, e)) from None
-        if not isinstance(data, dict):
-            raise RolloutError('%s is not a metrics snapshot' % source)
-    if data.get('format') != SNAPSHOT_FORMAT:
-        raise RolloutError('%s is not a tfx-canary metrics snapshot (format %r, expected %r)'
-                           % (source, data.get('format'), SNAPSHOT_FORMAT))
-    return data
 
 
 # ---------------------------------------------------------------- analysis
@@ -445,8 +407,7 @@ def add_arguments(parser):
 def run(args, controller, print_result):
     """The `rollout analyze` handler body; `print_result` prints an applied change."""
     policy = load_policy(args.policy)
-    source = args.metrics or default_metrics_path(controller.serving_root,
-                                                  controller.model_name)
+    source = args.metrics or snapshot_path(controller.serving_root, controller.model_name)
     snapshot = load_snapshot(source)
     decision = analyze(controller.load(), snapshot, policy)
     decision['metrics_source'] = source

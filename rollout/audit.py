@@ -15,24 +15,21 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from common import mlmd
+from common import mlmd_names as names
 from rollout.errors import RolloutError
-
-EXECUTION_TYPE_NAME = "tfx_canary.RolloutTransition"
-CONTEXT_TYPE_NAME = "tfx_canary.Rollout"
-PUSHED_MODEL_TYPE_NAME = "PushedModel"
 
 _STRING = metadata_store_pb2.STRING
 _INT = metadata_store_pb2.INT
 _EXECUTION_PROPERTIES = {
-    "event": _STRING, "model_name": _STRING, "stable_version": _INT,
-    "canary_version": _INT, "traffic_percent": _INT, "actor": _STRING,
-    "reason": _STRING,
+    names.EVENT: _STRING, names.MODEL_NAME: _STRING, names.STABLE_VERSION: _INT,
+    names.CANARY_VERSION: _INT, names.TRAFFIC_PERCENT: _INT, names.ACTOR: _STRING,
+    names.REASON: _STRING,
 }
-
-
-def context_name(model_name):
-    """Return the MLMD context name for a model's rollout: rollout.<name>."""
-    return f"rollout.{model_name}"
+# Execution property <- the key of the event's "to" snapshot it records.
+_SNAPSHOT_PROPERTIES = ((names.STABLE_VERSION, "stable"),
+                        (names.CANARY_VERSION, "canary"),
+                        (names.TRAFFIC_PERCENT, "traffic"))
 
 
 def sqlite_connection_config(path, create=True):
@@ -41,12 +38,7 @@ def sqlite_connection_config(path, create=True):
     With create=False a missing file is an error instead of a new, empty
     store (a typo in --metadata-path should not silently fork the audit).
     """
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = str(path)
-    config.sqlite.connection_mode = (
-        metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
-        if create else metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE)
-    return config
+    return mlmd.sqlite_config(str(path), mlmd.CREATE if create else mlmd.READ_WRITE)
 
 
 def connect(connection_config):
@@ -64,7 +56,7 @@ def connect(connection_config):
 
 def _execution_type_id(store):
     execution_type = metadata_store_pb2.ExecutionType(
-        name=EXECUTION_TYPE_NAME)
+        name=names.ROLLOUT_EXECUTION)
     for name, kind in _EXECUTION_PROPERTIES.items():
         execution_type.properties[name] = kind
     # can_add_fields: a later tfx-canary may add properties to the type.
@@ -74,15 +66,15 @@ def _execution_type_id(store):
 def _context(store, model_name):
     """Return the rollout context, or an unsaved one to create."""
     existing = store.get_context_by_type_and_name(
-        CONTEXT_TYPE_NAME, context_name(model_name))
+        names.ROLLOUT_CONTEXT, names.rollout_context_name(model_name))
     if existing is not None:
         return existing
-    context_type = metadata_store_pb2.ContextType(name=CONTEXT_TYPE_NAME)
-    context_type.properties["model_name"] = _STRING
+    context_type = metadata_store_pb2.ContextType(name=names.ROLLOUT_CONTEXT)
+    context_type.properties[names.MODEL_NAME] = _STRING
     context = metadata_store_pb2.Context(
         type_id=store.put_context_type(context_type, can_add_fields=True),
-        name=context_name(model_name))
-    context.properties["model_name"].string_value = model_name
+        name=names.rollout_context_name(model_name))
+    context.properties[names.MODEL_NAME].string_value = model_name
     return context
 
 
@@ -92,24 +84,22 @@ def record_transition(store, model_name, event, pushed_model_artifact_id=None):
         type_id=_execution_type_id(store),
         last_known_state=metadata_store_pb2.Execution.COMPLETE)
     props = execution.properties
-    props["event"].string_value = event["event"]
-    props["model_name"].string_value = model_name
-    props["actor"].string_value = event.get("actor", "")
-    props["reason"].string_value = event.get("reason", "")
+    props[names.EVENT].string_value = event["event"]
+    props[names.MODEL_NAME].string_value = model_name
+    props[names.ACTOR].string_value = event.get("actor", "")
+    props[names.REASON].string_value = event.get("reason", "")
     after = event.get("to") or {}
-    for name, key in (("stable_version", "stable"),
-                      ("canary_version", "canary"),
-                      ("traffic_percent", "traffic")):
+    for name, key in _SNAPSHOT_PROPERTIES:
         if after.get(key) is not None:  # unset property = no such version
             props[name].int_value = after[key]
     custom = execution.custom_properties
-    custom["metrics_json"].string_value = json.dumps(
+    custom[names.METRICS_JSON].string_value = json.dumps(
         event.get("metrics") or {}, sort_keys=True)
     # The whole event, so transitions() can return exactly what rollout.json
     # holds, and its id, so missing records can be back-filled idempotently.
-    custom["event_json"].string_value = json.dumps(event, sort_keys=True)
-    custom["event_id"].string_value = event.get("id", "")
-    custom["at"].string_value = event.get("at", "")
+    custom[names.EVENT_JSON].string_value = json.dumps(event, sort_keys=True)
+    custom[names.EVENT_ID].string_value = event.get("id", "")
+    custom[names.AT].string_value = event.get("at", "")
 
     artifact_and_events = []
     if pushed_model_artifact_id is not None:
@@ -130,14 +120,6 @@ def record_transition(store, model_name, event, pushed_model_artifact_id=None):
     return execution_id
 
 
-def _custom_value(artifact, name):
-    if name not in artifact.custom_properties:
-        return None
-    value = artifact.custom_properties[name]
-    kind = value.WhichOneof("value")
-    return getattr(value, kind) if kind else None
-
-
 def find_pushed_model_artifact_id(store, model_name, version):
     """Return the id of the PushedModel artifact for `version`, or None.
 
@@ -146,11 +128,11 @@ def find_pushed_model_artifact_id(store, model_name, version):
     (a re-run pipeline may record the same push twice).
     """
     matches = []
-    for artifact in store.get_artifacts_by_type(PUSHED_MODEL_TYPE_NAME):
-        pushed = _custom_value(artifact, "pushed_version")
+    for artifact in store.get_artifacts_by_type(names.PUSHED_MODEL):
+        pushed = mlmd.value_of(artifact, names.PUSHED_VERSION)
         if pushed is None or str(pushed).strip() != str(version):
             continue
-        name = _custom_value(artifact, "model_name")
+        name = mlmd.value_of(artifact, names.MODEL_NAME)
         if name is not None and name != model_name:
             continue
         matches.append(artifact.id)
@@ -161,9 +143,9 @@ def recorded_serving_roots(store, model_name):
     """The serving roots the model's PushedModel artifacts recorded (CanaryPusher
     sets `serving_root`): which serving root this store's pushes went to."""
     roots = set()
-    for artifact in store.get_artifacts_by_type(PUSHED_MODEL_TYPE_NAME):
-        name = _custom_value(artifact, "model_name")
-        root = _custom_value(artifact, "serving_root")
+    for artifact in store.get_artifacts_by_type(names.PUSHED_MODEL):
+        name = mlmd.value_of(artifact, names.MODEL_NAME)
+        root = mlmd.value_of(artifact, names.SERVING_ROOT)
         if root and name in (None, model_name):
             roots.add(str(root))
     return sorted(roots)
@@ -176,11 +158,11 @@ def transitions(store, model_name):
     `pushed_model_artifact_id` (None if not linked).
     """
     context = store.get_context_by_type_and_name(
-        CONTEXT_TYPE_NAME, context_name(model_name))
+        names.ROLLOUT_CONTEXT, names.rollout_context_name(model_name))
     if context is None:
         return []
     try:
-        type_id = store.get_execution_type(EXECUTION_TYPE_NAME).id
+        type_id = store.get_execution_type(names.ROLLOUT_EXECUTION).id
     except mlmd_errors.NotFoundError:
         return []
     executions = [e for e in store.get_executions_by_context(context.id)
@@ -191,21 +173,38 @@ def transitions(store, model_name):
         if mlmd_event.type == metadata_store_pb2.Event.INPUT:
             linked[mlmd_event.execution_id] = mlmd_event.artifact_id
     rows = []
-    for execution in executions:
-        raw = execution.custom_properties["event_json"].string_value
-        try:
-            row = json.loads(raw) if raw else {}
-        except json.JSONDecodeError:
-            row = {}
-        if not row:  # written by something else: rebuild from properties
-            row = {"event": execution.properties["event"].string_value,
-                   "actor": execution.properties["actor"].string_value,
-                   "reason": execution.properties["reason"].string_value}
-        row["execution_id"] = execution.id
-        row["pushed_model_artifact_id"] = linked.get(execution.id)
+    for row in event_rows(executions):
+        row["pushed_model_artifact_id"] = linked.get(row["execution_id"])
         rows.append(row)
-    # History order: back-filled events get later ids than newer ones.
-    rows.sort(key=lambda r: (r.get("at", ""), r["execution_id"]))
+    return rows
+
+
+def event_row(execution):
+    """The history event a RolloutTransition execution records, plus `execution_id`."""
+    try:
+        row = json.loads(mlmd.value_of(execution, names.EVENT_JSON) or "{}")
+    except ValueError:
+        row = {}
+    if not isinstance(row, dict) or not row:
+        # Written by something else: rebuild what the properties hold.
+        row = {"event": mlmd.value_of(execution, names.EVENT),
+               "actor": mlmd.value_of(execution, names.ACTOR),
+               "reason": mlmd.value_of(execution, names.REASON),
+               "at": mlmd.value_of(execution, names.AT),
+               "to": {key: mlmd.value_of(execution, name)
+                      for name, key in _SNAPSHOT_PROPERTIES}}
+    row["execution_id"] = execution.id
+    return row
+
+
+def event_rows(executions):
+    """event_row of each execution, in history order.
+
+    By event time, then id: a back-filled record (written after a failed
+    audit) has a later id than newer events.
+    """
+    rows = [event_row(execution) for execution in executions]
+    rows.sort(key=lambda r: (r.get("at") or "", r["execution_id"]))
     return rows
 
 

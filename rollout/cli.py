@@ -186,14 +186,10 @@ def _metadata_config(args):
 
 
 def _recorded_serving_roots(config, model_name):
-    from ml_metadata.proto import metadata_store_pb2  # pylint: disable=import-outside-toplevel
-
+    from common import mlmd  # pylint: disable=import-outside-toplevel
     from rollout import audit  # pylint: disable=import-outside-toplevel
 
-    readonly = metadata_store_pb2.ConnectionConfig()
-    readonly.CopyFrom(config)
-    readonly.sqlite.connection_mode = (
-        metadata_store_pb2.SqliteMetadataSourceConfig.READONLY)
+    readonly = mlmd.sqlite_config(config.sqlite.filename_uri, mlmd.READ_ONLY)
     try:
         return audit.recorded_serving_roots(audit.connect(readonly), model_name)
     except Exception:  # pylint: disable=broad-except

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 
+from common import locations
 from rollout import fsutil
 from rollout import kserve
 from rollout import staging
@@ -22,7 +23,6 @@ from rollout.errors import RolloutError, StaleBaselineError
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "rollout.json"
 LOCK_FILE = ".lock"
 CONFIG_LOCK_FILE = ".models.config.lock"
 DEFAULT_CANARY_PERCENT = 10
@@ -66,7 +66,7 @@ class RolloutController:
 
     @property
     def state_path(self):
-        return os.path.join(self.model_dir, STATE_FILE)
+        return locations.rollout_json_path(self.serving_root, self.model_name)
 
     @property
     def lock_path(self):
@@ -162,7 +162,7 @@ class RolloutController:
             if actual != expected:
                 problems.append(
                     f"{self.models_config_path}: the entry for "
-                    f"{self.model_name} does not match {STATE_FILE}: {fix}")
+                    f"{self.model_name} does not match {locations.ROLLOUT_FILE}: {fix}")
         try:
             manifest = kserve.read_manifest(self.manifest_path)
         except RolloutError as exc:
@@ -175,7 +175,7 @@ class RolloutController:
             state, self.model_name, prefix, self.namespace)
         if manifest != expected:
             problems.append(
-                f"{self.manifest_path} does not match {STATE_FILE}: {fix}")
+                f"{self.manifest_path} does not match {locations.ROLLOUT_FILE}: {fix}")
         return problems
 
     # ------------------------------------------------------------ mutating

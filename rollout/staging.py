@@ -8,17 +8,24 @@ written, validated, fsynced hidden temp dir) and disappears atomically
 Hidden names start with "." and are not all digits, so TF Serving ignores them.
 """
 
+import hashlib
 import os
 import re
 import shutil
 
+from common import storage
 from rollout import fsutil
 from rollout import kserve
+from rollout import training_data as training_data_lib
 from rollout.errors import RolloutError
 
-from rollout import training_data as training_data_lib
 STAGING_PREFIX = ".staging-"
 DELETING_PREFIX = ".deleting-"
+
+# What identifies a SavedModel export: TF >= 2.9 writes fingerprint.pb
+# (checksums of graph, signatures, variables), identical for identical
+# exports; saved_model.pb is the fallback for older exports.
+IDENTITY_FILES = ("fingerprint.pb", "saved_model.pb")
 
 _VERSION_RE = re.compile(r"[0-9]+")
 _MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -72,6 +79,9 @@ def stage_model(src_dir, serving_root, model_name, validate=None,
     `validate(path)` is called on the copy, not on `src_dir`, so it checks
     the exact bytes that will be served; it should raise on a bad model. On
     any failure the temp copy is removed and nothing visible changes.
+
+    `training_data` (a training_data.TrainingData), if given, is published
+    beside the version just before it, so a visible version has it.
     """
     src_dir = os.fspath(src_dir)
     if not os.path.isdir(src_dir):
@@ -79,9 +89,6 @@ def stage_model(src_dir, serving_root, model_name, validate=None,
             f"model directory {src_dir} does not exist: pass the SavedModel "
             f"export directory (the one containing saved_model.pb)")
     if not (os.path.isfile(os.path.join(src_dir, "saved_model.pb"))
-
-    `training_data` (a training_data.TrainingData), if given, is published
-    beside the version just before it, so a visible version has it.
             or os.path.isfile(os.path.join(src_dir, "saved_model.pbtxt"))):
         raise RolloutError(
             f"{src_dir} has no saved_model.pb: pass the SavedModel export "
@@ -106,6 +113,9 @@ def stage_model(src_dir, serving_root, model_name, validate=None,
                 raise RolloutError(
                     f"the model in {src_dir} failed validation: {exc}: fix "
                     f"the export and push again; nothing was staged") from exc
+        if training_data is not None:
+            training_data_lib.write(serving_root, model_name, version,
+                                    training_data)
         _before_rename(temp_dir, final_dir)
         if os.path.lexists(final_dir):
             # Only possible if someone bypassed the lock.
@@ -113,11 +123,10 @@ def stage_model(src_dir, serving_root, model_name, validate=None,
                 f"{final_dir} appeared while staging: another process is "
                 f"staging {model_name} without the lock; retry")
         os.rename(temp_dir, final_dir)
-        if training_data is not None:
-            training_data_lib.write(serving_root, model_name, version,
-                                    training_data)
     except BaseException:
         shutil.rmtree(temp_dir, ignore_errors=True)
+        if training_data is not None:
+            training_data_lib.remove(serving_root, model_name, [version])
         raise
     fsutil.fsync_dir(parent)
     return version
@@ -125,8 +134,6 @@ def stage_model(src_dir, serving_root, model_name, validate=None,
 
 def clean_stale_temp_dirs(serving_root, model_name):
     """Remove leftovers of crashed stage/prune runs; return removed paths.
-        if training_data is not None:
-            training_data_lib.remove(serving_root, model_name, [version])
 
     These are hidden staging and deleting dirs, and the temp files of
     atomic writes (rollout.json, its backup, the KServe manifest) whose
@@ -147,6 +154,7 @@ def clean_stale_temp_dirs(serving_root, model_name):
     removed += fsutil.remove_stale_temp_files(directory)
     removed += fsutil.remove_stale_temp_files(
         os.path.join(directory, kserve.MANIFEST_DIR))
+    removed += training_data_lib.clean_stale(serving_root, model_name)
     return sorted(removed)
 
 
@@ -154,7 +162,6 @@ def check_keep(keep):
     """Return `keep` if it is an int >= 1, else raise RolloutError."""
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise RolloutError(
-    removed += training_data_lib.clean_stale(serving_root, model_name)
             f"keep must be a whole number >= 1 (how many newest versions to "
             f"keep on disk), got {keep!r}")
     return keep
@@ -203,6 +210,21 @@ def prune_versions(serving_root, model_name, keep, protected):
     versions = list_versions(serving_root, model_name)
     victims = [v for v in versions[:-keep] if v not in protected]
     return _hide_versions(serving_root, model_name, victims)
+
+
+def saved_model_fingerprint(model_dir):
+    """`<identity file>:<sha256>` of the SavedModel in `model_dir`, or None without one.
+
+    Equal fingerprints mean the same export (a re-blessed unchanged model, the
+    baseline a cache entry was made with). `model_dir` may be a local path or
+    a fileio URI (a gs:// serving root).
+    """
+    for name in IDENTITY_FILES:
+        path = os.path.join(os.fspath(model_dir), name)
+        if storage.isfile(path):
+            digest = hashlib.sha256(storage.read_bytes(path)).hexdigest()
+            return f"{name}:{digest}"
+    return None
 
 
 def validate_saved_model(path, required_signatures=("serving_default",)):

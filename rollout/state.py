@@ -1,9 +1,12 @@
 """Rollout state (`rollout.json`) and its pure transition functions.
 
 `rollout.json` is the single source of truth for what should be served;
-models.config and the KServe manifest are derived from it. Transitions never
-mutate their input: they return a new RolloutState whose history has one more
-event, so a failed command cannot leave a half-updated state in memory.
+models.config and the KServe manifest are derived from it. This module is its
+one validated reader (`load_state`, for local paths and object-store URIs
+alike) and writer (`save_state`); its path is common.locations.rollout_json_path.
+Transitions never mutate their input: they return a new RolloutState whose
+history has one more event, so a failed command cannot leave a half-updated
+state in memory.
 """
 
 import dataclasses
@@ -15,6 +18,7 @@ import os
 import socket
 import uuid
 
+from common import storage
 from rollout import fsutil
 from rollout.errors import RolloutError
 
@@ -181,12 +185,25 @@ def _backup_name(source):
     return os.path.basename(source) + BACKUP_SUFFIX
 
 
-def load_state(path, model_name):
-    """Read rollout.json; an absent file means a model never staged."""
+def _read_if_present(path):
+    """The file's bytes, or None when it does not exist."""
+    if storage.is_remote(path):   # gs://...: the pipeline's serving root on Kubeflow.
+        return storage.read_bytes(path) if storage.exists(path) else None
     try:
         with open(path, "rb") as handle:
-            raw = handle.read()
+            return handle.read()
     except FileNotFoundError:
+        return None
+
+
+def load_state(path, model_name):
+    """Read and validate rollout.json (a local path or a fileio URI).
+
+    An absent file means a model never staged.
+    """
+    path = os.fspath(path)
+    raw = _read_if_present(path)
+    if raw is None:
         return RolloutState.empty(model_name)
     backup = _backup_name(path)
     try:

@@ -4,6 +4,7 @@ import dataclasses
 import os
 import time
 
+from common import mlmd
 from pipeline import spans
 from pipeline.configs import PipelineConfig, beam_args_for
 
@@ -56,8 +57,8 @@ def absolute(config: PipelineConfig) -> PipelineConfig:
 
 
 def metadata_connection_config(config: PipelineConfig):
-    from tfx.orchestration import metadata
-    return metadata.sqlite_metadata_connection_config(config.metadata_path)
+    """The run's SQLite store, created (with its folder) on the first run."""
+    return mlmd.sqlite_config(config.metadata_path, mlmd.CREATE)
 
 
 def preflight(config: PipelineConfig):

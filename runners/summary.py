@@ -4,9 +4,9 @@ from typing import Dict, Optional
 
 from ml_metadata.metadata_store import metadata_store
 
-from components.baseline import resolve
-from components.canary_pusher import executor as pusher_executor
-from common.tfx_outputs import overall_metrics
+from common import mlmd_names as names
+from common.mlmd import event_role, is_output, value_of
+from common.tfx_outputs import BASELINE, CANDIDATE, overall_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +57,6 @@ class RunSummary:
         return '\n'.join(lines)
 
 
-PIPELINE_RUN_CONTEXT_TYPE = 'pipeline_run'   # TFX's context type for one run.
-NODE_CONTEXT_TYPE = 'node'
-
-
 def _run_executions(store, pipeline_name, run_id):
     """{node_id: execution} of exactly the pipeline run `run_id`.
 
@@ -69,13 +65,13 @@ def _run_executions(store, pipeline_name, run_id):
     retrain overlapping a manual one) writes executions of the same nodes.
     Cached nodes count too: TFX records a CACHED execution in the run's context.
     """
-    context = store.get_context_by_type_and_name(PIPELINE_RUN_CONTEXT_TYPE, run_id)
+    context = store.get_context_by_type_and_name(names.RUN_CONTEXT, run_id)
     if context is None:
         return {}
     in_run = {e.id: e for e in store.get_executions_by_context(context.id)}
     result = {}
     prefix = pipeline_name + '.'
-    for node in store.get_contexts_by_type(NODE_CONTEXT_TYPE):
+    for node in store.get_contexts_by_type(names.NODE_CONTEXT):
         if not node.name.startswith(prefix):
             continue
         for execution in store.get_executions_by_context(node.id):
@@ -86,24 +82,13 @@ def _run_executions(store, pipeline_name, run_id):
 
 def artifacts_by_role(store, execution_id):
     """{(INPUT|OUTPUT, role): [Artifact]} for one execution."""
-    from ml_metadata.proto import metadata_store_pb2
     events = store.get_events_by_execution_ids([execution_id])
     artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
     result = {}
     for event in events:
-        kind = 'OUTPUT' if event.type in (metadata_store_pb2.Event.OUTPUT,
-                                          metadata_store_pb2.Event.DECLARED_OUTPUT) else 'INPUT'
-        role = event.path.steps[0].key if event.path.steps else ''
-        result.setdefault((kind, role), []).append(artifacts[event.artifact_id])
+        kind = 'OUTPUT' if is_output(event) else 'INPUT'
+        result.setdefault((kind, event_role(event)), []).append(artifacts[event.artifact_id])
     return result
-
-
-def _prop(artifact, name):
-    for props in (artifact.custom_properties, artifact.properties):
-        if name in props:
-            value = props[name]
-            return getattr(value, value.WhichOneof('value'))
-    return None
 
 
 def _span(store, executions):
@@ -114,7 +99,7 @@ def _span(store, executions):
     if not examples:
         return None, None
     # span_range is set only by a span-range ExampleGen (components/span_example_gen).
-    return _prop(examples[0], 'span'), _prop(examples[0], 'span_range')
+    return value_of(examples[0], names.SPAN), value_of(examples[0], names.SPAN_RANGE)
 
 
 def _evaluation(store, executions):
@@ -125,18 +110,18 @@ def _evaluation(store, executions):
     roles = artifacts_by_role(store, executions['Evaluator'].id)
     blessing = roles.get(('OUTPUT', 'blessing'), [])
     if blessing:
-        result['blessed'] = bool(_prop(blessing[0], 'blessed'))
+        result['blessed'] = bool(value_of(blessing[0], names.BLESSED))
     evaluation = roles.get(('OUTPUT', 'evaluation'), [])
     if evaluation:
         all_metrics = overall_metrics(evaluation[0].uri)
-        result['metrics'] = all_metrics.get('candidate', {})
-        result['baseline_metrics'] = all_metrics.get('baseline', {})
+        result['metrics'] = all_metrics.get(CANDIDATE, {})
+        result['baseline_metrics'] = all_metrics.get(BASELINE, {})
     baseline = [a for a in roles.get(('INPUT', 'baseline_model'), [])
-                if _prop(a, resolve.HAS_BASELINE)]  # has_baseline=0: nothing was serving.
+                if value_of(a, names.HAS_BASELINE)]  # has_baseline=0: nothing was serving.
     if baseline:
         result['baseline_uri'] = 'stable v%s, %s' % (
-            _prop(baseline[0], resolve.BASELINE_VERSION),
-            _prop(baseline[0], resolve.BASELINE_URI) or baseline[0].uri)
+            value_of(baseline[0], names.BASELINE_VERSION),
+            value_of(baseline[0], names.BASELINE_URI) or baseline[0].uri)
     model = roles.get(('INPUT', 'model'), [])
     result['model_uri'] = model[0].uri if model else None
     return result
@@ -151,8 +136,8 @@ def _push(store, executions):
     if not pushed_model:
         return False, None, None
     artifact = pushed_model[0]
-    return (bool(_prop(artifact, 'pushed')), _prop(artifact, 'pushed_destination'),
-            _prop(artifact, pusher_executor.NOT_PUSHED_REASON) or None)
+    return (bool(value_of(artifact, names.PUSHED)), value_of(artifact, names.PUSHED_DESTINATION),
+            value_of(artifact, names.NOT_PUSHED_REASON) or None)
 
 
 def summarize(connection_config, config, run_id, seconds):

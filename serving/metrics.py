@@ -17,14 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram as Pr
 from prometheus_client import generate_latest
 
 from rollout import stats
-
-SNAPSHOT_FORMAT = 'tfx-canary.serving-metrics/1'
-SNAPSHOT_FILE = 'serving-metrics.json'
-
-
-def default_snapshot_path(serving_root, model_name):
-    """Where the server writes, and `rollout analyze` reads, the JSON snapshot."""
-    return os.path.join(serving_root, model_name, SNAPSHOT_FILE)
+from rollout.metrics_snapshot import SNAPSHOT_FORMAT
 
 
 class VersionStats:
@@ -250,7 +243,7 @@ class ServingMetrics:
     # ------------------------------------------------------------ output
 
     def snapshot(self):
-        """The JSON document `rollout analyze` reads."""
+        """The JSON document `rollout analyze` reads (format: rollout/metrics_snapshot.py)."""
         now = time.time()
         with self._lock:
             models = {}

@@ -15,6 +15,7 @@ import re
 import threading
 import time
 
+from common import locations
 from rollout import state as state_mod
 from rollout import staging
 from rollout.errors import RolloutError
@@ -264,7 +265,7 @@ class ServedModel:
     def __init__(self, serving_root, name, loader=ModelVersion, on_change=None):
         self.name = staging.check_model_name(name)
         self.model_dir = staging.model_dir(serving_root, name)
-        self.state_path = os.path.join(self.model_dir, 'rollout.json')
+        self.state_path = locations.rollout_json_path(serving_root, self.name)
         self._loader = loader
         self._on_change = on_change
         self._plan = Plan(name)

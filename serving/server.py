@@ -49,10 +49,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rollout import fsutil
+from rollout import metrics_snapshot
 from serving import codec, routing
 from serving.capture import CaptureBatch, feature_rows
 from serving.errors import ServingError, invalid_argument, not_found, payload_too_large
-from serving.metrics import ServingMetrics, default_snapshot_path
+from serving.metrics import ServingMetrics
 from serving.models import ModelRegistry, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ class ModelServer:
         self.write_snapshots()
 
     def snapshot_path(self, model_name):
-        return self.config.snapshot_path or default_snapshot_path(
+        return self.config.snapshot_path or metrics_snapshot.snapshot_path(
             self.registry.serving_root, model_name)
 
     def write_snapshots(self):
@@ -520,7 +521,7 @@ def create_app(server):
               methods=['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']),
         Route('/metrics', prometheus),
         Route('/monitoring/prometheus/metrics', prometheus),
-        Route('/monitoring/snapshot', snapshot),
+        Route(metrics_snapshot.SNAPSHOT_URL_PATH, snapshot),
     ]
     starlette = Starlette(routes=routes, lifespan=lifespan,
                           exception_handlers={404: not_found_handler, 405: not_found_handler})

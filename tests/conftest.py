@@ -63,11 +63,10 @@ def one_error_line(code, out, err):
 def readonly_store(workspace):
     """The ML Metadata store of a workspace, opened read-only."""
     from ml_metadata.metadata_store import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
-    c = metadata_store_pb2.ConnectionConfig()
-    c.sqlite.filename_uri = os.path.join(str(workspace), 'metadata.sqlite')
-    c.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(c)
+
+    from common import locations, mlmd
+    return metadata_store.MetadataStore(
+        mlmd.sqlite_config(locations.metadata_path_in(str(workspace)), mlmd.READ_ONLY))
 
 
 def run_cli_quietly(argv):

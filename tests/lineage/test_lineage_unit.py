@@ -237,14 +237,15 @@ def test_bench_runs_and_prints_a_table(tmp_path):
 # ------------------------------------------- whose serving state (issue: one workspace)
 
 def _write_rollout_json(serving_root, stable, canary=None, traffic=0, model='taxi'):
-    """A minimal rollout.json: what lineage reads from it (stable, canary, traffic, phase)."""
-    folder = os.path.join(str(serving_root), model)
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, 'rollout.json')
-    with open(path, 'w') as f:
-        json.dump({'model_name': model, 'stable_version': stable, 'canary_version': canary,
-                   'canary_traffic_percent': traffic,
-                   'phase': 'canary' if canary else 'stable'}, f)
+    """A valid rollout.json serving `stable` (and `canary`), with no history."""
+    from common import locations
+    from rollout import state as state_mod
+    path = locations.rollout_json_path(str(serving_root), model)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    state_mod.save_state(path, state_mod.RolloutState(
+        model_name=model, stable_version=stable, canary_version=canary,
+        canary_traffic_percent=traffic, phase='canary' if canary else 'stable',
+        last_version=max(stable, canary or 0)))
     return path
 
 
@@ -307,6 +308,30 @@ def test_show_reads_the_rollout_json_next_to_the_store(synthetic_store, decoy_cw
         assert 'serving state: %s' % rollout_json in out
     code, out, err = lineage(capfd, 'show', '--stable', '--metadata-path', ws / 'metadata.sqlite')
     assert 'serving state: %s' % rollout_json in out
+
+
+def test_a_rollout_json_that_does_not_validate_is_not_believed(synthetic_store, capfd,
+                                                                tmp_path):
+    """An impossible rollout.json (canary == stable) is reported, and MLMD says what serves."""
+    import shutil
+    path, pipeline = synthetic_store
+    ws = tmp_path / 'ws'
+    ws.mkdir()
+    shutil.copy(path, ws / 'metadata.sqlite')
+    other = 2 if pipeline.stable != 2 else 3
+    rollout_json = _write_rollout_json(ws / 'serving', other)
+    with open(rollout_json) as f:
+        broken = json.load(f)
+    broken.update(phase='canary', canary_version=other, canary_traffic_percent=10)
+    with open(rollout_json, 'w') as f:
+        json.dump(broken, f)
+    code, out, err = lineage(capfd, 'show', '--stable', '--workspace', ws, '--json')
+    assert code == 0, err
+    record = json.loads(out)
+    assert record['pushed_model']['version'] == pipeline.stable
+    assert record['served']['source'].startswith('ML Metadata: last rollout event')
+    assert any(w.startswith('cannot read %s' % rollout_json) and 'canary_version equals'
+               in w for w in record['warnings']), record['warnings']
 
 
 def _store_copy_recording(path, target, serving_root):

@@ -9,7 +9,8 @@ from rollout import analyze
 from rollout import control
 from rollout import state as state_mod
 from rollout.errors import RolloutError
-from serving.metrics import SNAPSHOT_FORMAT, ShadowStats, VersionStats
+from rollout.metrics_snapshot import SNAPSHOT_FORMAT
+from serving.metrics import ShadowStats, VersionStats
 from tests.conftest import run_cli_quietly
 
 NOW = 1_800_000_000.0

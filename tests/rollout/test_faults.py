@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from common import locations
 from rollout import control
 from rollout import fsutil
 from rollout import staging
@@ -258,7 +259,7 @@ def controller(serving_root):
 def test_kill_during_stage_copy(tmp_path, existing):
     serving_root = str(tmp_path / "serving")
     model_dir = os.path.join(serving_root, MODEL)
-    state_path = os.path.join(model_dir, control.STATE_FILE)
+    state_path = os.path.join(model_dir, locations.ROLLOUT_FILE)
     for i in range(existing):
         controller(serving_root).stage(make_big_model(tmp_path, f"old{i}"))
     # Before the first stage there is nothing; stage() creates the model
@@ -412,7 +413,7 @@ def test_kill_during_transition(tmp_path, command, args, point, saved, stale,
                                 leftover_in):
     serving_root = str(tmp_path / "serving")
     model_dir = os.path.join(serving_root, MODEL)
-    state_path = os.path.join(model_dir, control.STATE_FILE)
+    state_path = os.path.join(model_dir, locations.ROLLOUT_FILE)
     backup_path = state_path + state_mod.BACKUP_SUFFIX
     controller(serving_root).stage(make_big_model(tmp_path, "v1", shards=1))
     controller(serving_root).stage(make_big_model(tmp_path, "v2", shards=1))

@@ -150,3 +150,20 @@ def test_validate_saved_model_with_a_real_savedmodel(tmp_path, serving_root):
     assert "serving_default" in str(info.value)  # lists what it has
     with pytest.raises(RolloutError, match="not a loadable SavedModel"):
         staging.validate_saved_model(str(tmp_path), ["serving_default"])
+
+
+def test_the_fingerprint_names_the_export_locally_and_on_an_object_store(make_model):
+    from tfx.dsl.io import fileio
+    a, b = make_model("a"), make_model("b")
+    assert staging.saved_model_fingerprint(a) != staging.saved_model_fingerprint(b)
+    assert staging.saved_model_fingerprint(a).startswith("saved_model.pb:")
+    with open(os.path.join(a, "fingerprint.pb"), "wb") as f:
+        f.write(b"checksums")   # TF >= 2.9 exports: fingerprint.pb wins.
+    local = staging.saved_model_fingerprint(a)
+    assert local.startswith("fingerprint.pb:")
+    remote = "ram://fingerprint-%s/1" % os.getpid()
+    fileio.makedirs(remote)
+    with fileio.open(remote + "/fingerprint.pb", "wb") as f:
+        f.write(b"checksums")
+    assert staging.saved_model_fingerprint(remote) == local
+    assert staging.saved_model_fingerprint(os.path.dirname(a)) is None

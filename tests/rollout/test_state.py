@@ -192,3 +192,20 @@ def test_load_rejects_missing_fields(tmp_path):
 def test_metrics_must_be_json_safe():
     with pytest.raises(RolloutError, match="metrics.auc"):
         st.record_not_pushed(staged(1), "x", {"auc": object()})
+
+
+def test_rollout_json_on_an_object_store_is_read_and_validated_alike(tmp_path):
+    """A gs:// serving root (Kubeflow) goes through TFX's fileio; ram:// stands in here."""
+    from tfx.dsl.io import fileio
+    root = "ram://rollout-%s" % os.getpid()
+    path = root + "/taxi/rollout.json"
+    assert st.load_state(path, "taxi") == st.RolloutState.empty("taxi")
+    fileio.makedirs(root + "/taxi")
+    state = staged(1, 2)
+    with fileio.open(path, "wb") as f:
+        f.write(st.dumps_state(state).encode())
+    assert st.load_state(path, "taxi") == state
+    with fileio.open(path, "wb") as f:
+        f.write(b"{not json")
+    with pytest.raises(RolloutError, match="not valid JSON.*rollout.json.bak"):
+        st.load_state(path, "taxi")
