@@ -94,15 +94,18 @@ def _add_capture(subparsers):
         help='TFDV: captured data vs. the training statistics and schema',
         description='Compute TFDV statistics of a captured span and check them against the '
                     'schema in the SERVING environment, for training/serving skew (the '
-                    "schema's skew comparators) and for drift (its drift comparators; vs. the "
-                    'previous capture span, or the training statistics for the first). Exit '
+                    "schema's skew comparators: the rows each version served vs. the "
+                    'statistics of the data that version was trained on, staged beside it) and '
+                    'for drift (its drift comparators; vs. the previous capture span, or the '
+                    'training statistics for the first). Exit '
                     'status 0: no anomalies; 1: anomalies found; 2: cannot run.')
     v.add_argument('--span', type=int, default=None,
                    help='captured span to check (default: the latest)')
-    locations.add_location_options(v, metadata=False, serving=False, model_name=False,
-                                   capture=True, notes={
-                                       'workspace': 'the newest schema and training '
-                                                    'statistics are taken from its outputs'})
+    locations.add_location_options(v, metadata=False, capture=True, notes={
+        'workspace': "where the capture is, and the fallback for a version staged without "
+                     "training data: the newest schema and statistics in its outputs",
+        'serving_root': 'each version that served captured rows is compared with the '
+                        'training statistics and schema staged beside it here'})
     v.add_argument('--schema', default=None, help='schema.pbtxt instead of the workspace\'s')
     v.add_argument('--stats', default=None,
                    help="training statistics (FeatureStats.pb or its Split-train folder) "
@@ -200,7 +203,8 @@ def cmd_capture_validate(args):
     from serving import validate
     where = locations.resolve(args)
     report = validate.validate(where.capture_dir, args.span, where.workspace, args.schema,
-                               args.stats, served_columns=_served_columns())
+                               args.stats, served_columns=_served_columns(),
+                               serving_root=where.serving_root, model_name=where.model_name)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:

@@ -4,8 +4,10 @@ Three checks, all TFDV's own, against the training statistics and schema:
 
 * the capture against the schema in the SERVING environment (the label is
   not expected there);
-* training/serving skew: the schema's skew_comparators, training statistics
-  vs. capture statistics;
+* training/serving skew: the schema's skew_comparators, for each version
+  that served captured rows, the statistics of the data *that version* was
+  trained on (staged beside it, rollout.training_data) vs. the rows it
+  served;
 * drift: the schema's drift_comparators, capture vs. the previous capture
   span (or, for the first capture span, the training statistics: the span
   the model learned from is the one before it).
@@ -20,7 +22,8 @@ import glob
 import os
 
 from common.locations import DEFAULT_WORKSPACE
-from pipeline.errors import TfxCanaryError
+from common.errors import TfxCanaryError
+from rollout import training_data
 from serving import capture as capture_mod
 
 SERVING = 'SERVING'
@@ -161,14 +164,17 @@ def read_csv(paths):
     return header, rows
 
 
-def statistics_for(paths, schema):
-    """TFDV statistics of CSV files, decoded as CsvExampleGen would."""
+def statistics_for(paths, schema, only=None):
+    """TFDV statistics of CSV files, decoded as CsvExampleGen would
+    (`only`: the indices of the rows to take, default all)."""
     from tensorflow_data_validation.statistics import stats_impl
     import tensorflow_data_validation as tfdv
     from tensorflow.core.example import example_pb2
     from tfx_bsl.coders import example_coder
 
     header, rows = read_csv(paths)
+    if only is not None:
+        rows = [rows[i] for i in sorted(only)]
     kinds = _column_kinds(header, rows, schema)
     # CsvExampleGen infers a column's type from its values, so a column empty
     # in every row becomes no feature at all ("Column dropped" to TFDV).
@@ -251,12 +257,74 @@ def _is_comparator(reason, word):
     return word in reason.short_description.lower() or word in reason.description.lower()
 
 
-def validate(capture_root, span=None, workspace=DEFAULT_WORKSPACE, schema_path=None,
-             stats_path=None, served_columns=None):
-    """Runs the three checks; returns a JSON-ready report (see format_report)."""
-    import tensorflow_data_validation as tfdv
-    from modules import features
+@dataclasses.dataclass(frozen=True)
+class TrainingSource:
+    """The training statistics some captured rows are compared with."""
+    version: object           # the version that served the rows; None = not known / all rows
+    stats_path: str
+    description: str
+    rows: tuple               # indices of those rows in the capture span
 
+
+def _served_versions(files):
+    """The serving version of each captured row (None where its meta is missing)."""
+    versions = []
+    for path in files:
+        try:
+            meta = capture_mod.read_meta(path)
+        except FileNotFoundError:
+            meta = []
+        rows = len(read_csv([path])[1])
+        versions += [m.get('version') for m in meta[:rows]] + [None] * max(0, rows - len(meta))
+    return versions
+
+
+def training_sources(files, workspace, stats_path=None, serving_root=None, model_name=None):
+    """Which training statistics each captured row is compared with.
+
+    --stats: those, for every row. Otherwise each serving version's own
+    staged training statistics; the workspace's newest StatisticsGen output
+    for rows of a version staged without them (or of no known version).
+    """
+    versions = _served_versions(files)
+    if stats_path:
+        return [TrainingSource(None, find_stats(workspace, stats_path), '--stats',
+                               tuple(range(len(versions))))]
+    sources = []
+    fallback = None
+    for version in sorted({v for v in versions if v is not None}) + [None]:
+        rows = tuple(i for i, v in enumerate(versions) if v == version)
+        if not rows:
+            continue
+        staged = (training_data.read(serving_root, model_name, version)
+                  if serving_root and model_name and version is not None else None)
+        if staged is not None and 'train' in staged.splits:
+            sources.append(TrainingSource(version, staged.statistics_file('train'),
+                                          'the data v%d was trained on (%s)'
+                                          % (version, staged.span), rows))
+            continue
+        fallback = fallback or find_stats(workspace)
+        why = ('v%d has no staged training data' % version if version is not None
+               else 'rows without a serving version')
+        sources.append(TrainingSource(version, fallback,
+                                      "the workspace's newest training statistics (%s)" % why,
+                                      rows))
+    return sources
+
+
+def _schema_path(workspace, schema_path, sources, serving_root, model_name):
+    """--schema; else the schema staged with the version that served most rows; else the workspace's."""
+    if schema_path or not (serving_root and model_name):
+        return find_schema(workspace, schema_path)
+    for source in sorted(sources, key=lambda s: -len(s.rows)):
+        staged = (training_data.read(serving_root, model_name, source.version)
+                  if source.version is not None else None)
+        if staged is not None and staged.schema_file:
+            return staged.schema_file
+    return find_schema(workspace)
+
+
+def _capture_files(capture_root, span):
     if span is None:
         span = capture_mod.latest_span(capture_root)
         if span is None:
@@ -266,63 +334,89 @@ def validate(capture_root, span=None, workspace=DEFAULT_WORKSPACE, schema_path=N
     if not files:
         raise CaptureError('%s holds no part-*.csv files' % capture_mod.span_dir(capture_root,
                                                                                  span))
-    schema_path = find_schema(workspace, schema_path)
-    stats_path = find_stats(workspace, stats_path)
-    schema = load_schema(schema_path)
-    training = load_stats(stats_path)
-    if served_columns is None:
-        served_columns = set(features.RAW_FEATURE_KEYS) | {'trip_start_timestamp'}
-    checked_schema, excluded = serving_schema(schema, set(served_columns))
-    current, rows = statistics_for(files, schema)
+    return span, files
 
-    previous_files = []
+
+def _previous(capture_root, span, schema, training):
+    """(statistics, name) the capture's drift is measured against."""
     earlier = [s for s in _spans(capture_root) if s < span]
-    if earlier:
-        previous_files = capture_mod.part_files(capture_root, earlier[-1])
+    previous_files = capture_mod.part_files(capture_root, earlier[-1]) if earlier else []
     if previous_files:
-        previous, _ = statistics_for(previous_files, schema)
-        previous_name = 'capture span %d' % earlier[-1]
-    else:
-        previous, previous_name = training, 'training statistics (no earlier capture span)'
+        return statistics_for(previous_files, schema)[0], 'capture span %d' % earlier[-1]
+    return training, 'training statistics (no earlier capture span)'
+
+
+def _skew_rows(source, files, schema, checked_schema, comparators):
+    """The skew table of one training source against the rows it served."""
+    import tensorflow_data_validation as tfdv
+    training = load_stats(source.stats_path)
+    served, _ = statistics_for(files, schema, only=source.rows)
+    # Only the skew verdicts are taken from this call: the training data
+    # itself was validated by the pipeline.
+    skewed = tfdv.validate_statistics(training, checked_schema, environment=SERVING,
+                                      serving_statistics=served)
+    flagged = {a['feature'] for a in _anomaly_list(
+        skewed, lambda r: _is_comparator(r, 'serving'))}
+    rows = _table(comparators, 'skew', _measurements(skewed, 'skew'), flagged)
+    for row in rows:
+        row.update(version=source.version, rows=len(source.rows))
+    return rows
+
+
+def _table(comparators, which, values, flagged):
+    out = []
+    for name in sorted(comparators):
+        if which not in comparators[name]:
+            continue
+        kind, threshold = comparators[name][which]
+        value = values.get(name)
+        out.append({'feature': name, 'measure': _KIND_NAMES[kind], 'value': value,
+                    'threshold': threshold,
+                    'anomaly': name in flagged or (value is not None and value > threshold)})
+    return out
+
+
+def validate(capture_root, span=None, workspace=DEFAULT_WORKSPACE, schema_path=None,
+             stats_path=None, served_columns=(), serving_root=None, model_name=None):
+    """Runs the three checks; returns a JSON-ready report (see format_report).
+
+    `served_columns`: the columns the serving signature carries (the caller
+    knows the model; others are taken out of the SERVING environment).
+    `serving_root`/`model_name`: where each version's training data is staged.
+    """
+    import tensorflow_data_validation as tfdv
+
+    span, files = _capture_files(capture_root, span)
+    sources = training_sources(files, workspace, stats_path, serving_root, model_name)
+    schema_path = _schema_path(workspace, schema_path, sources, serving_root, model_name)
+    schema = load_schema(schema_path)
+    primary = max(sources, key=lambda s: len(s.rows))
+    training = load_stats(primary.stats_path)
+    checked_schema, excluded = serving_schema(schema, set(served_columns))
+    comparators = _comparators(checked_schema)
+    current, rows = statistics_for(files, schema)
+    previous, previous_name = _previous(capture_root, span, schema, training)
 
     # Schema + drift, with the capture as the current span.
     checked = tfdv.validate_statistics(current, checked_schema, environment=SERVING,
                                        previous_statistics=previous)
-    # Skew: training statistics vs. the capture as serving statistics. Only
-    # the skew verdicts are taken from this call: the training data itself
-    # was validated by the pipeline.
-    skewed = tfdv.validate_statistics(training, checked_schema, environment=SERVING,
-                                      serving_statistics=current)
-    comparators = _comparators(checked_schema)
-    skew_values = _measurements(skewed, 'skew')
-    drift_values = _measurements(checked, 'drift')
-    flagged_skew = {a['feature'] for a in _anomaly_list(
-        skewed, lambda r: _is_comparator(r, 'serving'))}
     flagged_drift = {a['feature'] for a in _anomaly_list(
         checked, lambda r: _is_comparator(r, 'previous'))}
-
-    def rows_for(which, values, flagged):
-        out = []
-        for name in sorted(comparators):
-            if which not in comparators[name]:
-                continue
-            kind, threshold = comparators[name][which]
-            value = values.get(name)
-            out.append({'feature': name, 'measure': _KIND_NAMES[kind], 'value': value,
-                        'threshold': threshold,
-                        'anomaly': name in flagged or (value is not None and value > threshold)})
-        return out
-
     schema_anomalies = _anomaly_list(
         checked, lambda r: not (_is_comparator(r, 'previous') or _is_comparator(r, 'serving')))
+    skew = [row for source in sources
+            for row in _skew_rows(source, files, schema, checked_schema, comparators)]
     report = {
         'capture': capture_mod.span_dir(capture_root, span), 'span': span,
         'files': files, 'rows': rows, 'schema': schema_path, 'environment': SERVING,
-        'training_statistics': stats_path,
+        'training_statistics': primary.stats_path,
         'training_examples': training.datasets[0].num_examples if training.datasets else None,
+        'training_sources': [{'version': s.version, 'statistics': s.stats_path,
+                              'description': s.description, 'rows': len(s.rows)}
+                             for s in sources],
         'not_served': excluded, 'drift_baseline': previous_name,
-        'skew': rows_for('skew', skew_values, flagged_skew),
-        'drift': rows_for('drift', drift_values, flagged_drift),
+        'skew': skew,
+        'drift': _table(comparators, 'drift', _measurements(checked, 'drift'), flagged_drift),
         'schema_anomalies': schema_anomalies,
     }
     report['ok'] = not (schema_anomalies or any(r['anomaly'] for r in report['skew'])
@@ -364,7 +458,14 @@ def format_report(report):
                             'SKEWED' if e['anomaly'] and title.startswith('skew') else
                             'DRIFTED' if e['anomaly'] else 'ok'))
 
-    table('skew (training vs. capture):', report['skew'])
+    sources = report.get('training_sources') or []
+    if len(sources) == 1 and sources[0]['version'] is None:
+        table('skew (training vs. capture):', report['skew'])
+    for source in (sources if not (len(sources) == 1 and sources[0]['version'] is None) else []):
+        lines.append('v%s served %d rows; its training statistics: %s'
+                     % (source['version'], source['rows'], source['statistics']))
+        table('skew (%s vs. the rows v%s served):' % (source['description'], source['version']),
+              [r for r in report['skew'] if r['version'] == source['version']])
     table('drift (capture vs. %s):' % report['drift_baseline'], report['drift'])
     if report['schema_anomalies']:
         lines.append('schema anomalies (SERVING environment):')

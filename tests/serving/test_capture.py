@@ -107,11 +107,20 @@ def training_stats(tmp_path_factory, schema):
     return str(path)
 
 
-def _write_capture(root, span, rows):
+def _served_columns():
+    from serving import cli as serving_cli
+    return serving_cli._served_columns()
+
+
+SERVED = _served_columns()
+
+
+def _write_capture(root, span, rows, versions=None):
     sink = capture.CsvFileSink(root, span, HEADER)
     # What serving captures: the model's features, no label, no census tracts.
     sink.write([_record({k: v for k, v in row.items()
-                         if k not in ('tips', 'pickup_census_tract', 'dropoff_census_tract')}, i)
+                         if k not in ('tips', 'pickup_census_tract', 'dropoff_census_tract')}, i,
+                        version=versions[i] if versions else 1)
                 for i, row in enumerate(rows)])
     sink.close()
 
@@ -121,7 +130,8 @@ def test_validate_passes_serving_like_training_and_flags_crafted_skew(tmp_path, 
     # captured CSV is decoded the way CsvExampleGen decodes the training CSV.
     rows = _span2_rows()
     _write_capture(tmp_path, 1, rows)
-    report = validate.validate(str(tmp_path), None, str(tmp_path), SCHEMA_PATH, training_stats)
+    report = validate.validate(str(tmp_path), None, str(tmp_path), SCHEMA_PATH, training_stats,
+                               served_columns=SERVED)
     assert report['ok'], validate.format_report(report)
     assert report['rows'] == len(rows)
     assert all(r['value'] < 1e-6 for r in report['skew']), validate.format_report(report)
@@ -156,7 +166,8 @@ def test_validate_passes_serving_like_training_and_flags_crafted_skew(tmp_path, 
 def test_validate_reports_schema_anomalies_in_the_serving_environment(tmp_path, training_stats):
     rows = [dict(r, payment_type='Bitcoin') for r in _span2_rows(300)]
     _write_capture(tmp_path, 1, rows)
-    report = validate.validate(str(tmp_path), 1, str(tmp_path), SCHEMA_PATH, training_stats)
+    report = validate.validate(str(tmp_path), 1, str(tmp_path), SCHEMA_PATH, training_stats,
+                               served_columns=SERVED)
     assert not report['ok']
     assert [a['feature'] for a in report['schema_anomalies']] == ['payment_type']
     # The label is not expected at serving time: no anomaly for `tips`.
@@ -169,3 +180,83 @@ def test_validate_errors_are_one_line(tmp_path, capsys):
                      '--workspace', str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith('error: no span-N folders in') and err.count('\n') == 1
+
+
+def _span_rows(span, limit=None):
+    with open(os.path.join(DATA_ROOT, 'span-%d' % span, 'data.csv')) as f:
+        return list(csv.DictReader(f))[:limit]
+
+
+def _write_rows(path, rows):
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=HEADER)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _stage_training_data(serving_root, version, span_rows, schema, span_words):
+    """What CanaryPusher stages beside a version: its training statistics and schema."""
+    from rollout import training_data
+    stats, _ = validate.statistics_for([span_rows], schema)
+    folder = os.path.join(os.path.dirname(span_rows), 'stats-v%d' % version, 'Split-train')
+    os.makedirs(folder)
+    with open(os.path.join(folder, 'FeatureStats.pb'), 'wb') as f:
+        f.write(stats.SerializeToString())
+    training_data.write(serving_root, 'taxi', version, training_data.TrainingData(
+        statistics_dir=os.path.dirname(folder), schema_file=SCHEMA_PATH, span=span_words))
+
+
+def test_each_version_is_compared_with_the_data_it_was_trained_on(tmp_path, schema):
+    """v1 learned from span 1, v2 from a span where fares are in cents. Each
+    serves rows like its own training data: no skew for either, which a single
+    workspace-wide training statistics could not say."""
+    serving = str(tmp_path / 'serving')
+    cents = tmp_path / 'cents.csv'
+    rows2 = [dict(r, fare=str(float(r['fare'] or 0) * 100)) for r in _span_rows(2)]
+    _write_rows(cents, rows2)
+    plain = tmp_path / 'span1.csv'
+    rows1 = _span_rows(1)
+    _write_rows(plain, rows1)
+    _stage_training_data(serving, 1, str(plain), schema, 'span 1')
+    _stage_training_data(serving, 2, str(cents), schema, 'span 2')
+    captured = rows1[:1500] + rows2[:1500]
+    _write_capture(tmp_path / 'capture', 1, captured, versions=[1] * 1500 + [2] * 1500)
+    report = validate.validate(str(tmp_path / 'capture'), 1, str(tmp_path / 'ws'),
+                               served_columns=SERVED, serving_root=serving, model_name='taxi')
+    by_version = {s['version']: s for s in report['training_sources']}
+    assert sorted(by_version) == [1, 2]
+    assert by_version[2]['rows'] == 1500 and 'training-data/2/' in by_version[2]['statistics']
+    assert by_version[2]['description'] == 'the data v2 was trained on (span 2)'
+    fare = {r['version']: r for r in report['skew'] if r['feature'] == 'fare'}
+    assert not fare[1]['anomaly'] and not fare[2]['anomaly'], validate.format_report(report)
+    assert report['schema'].endswith(os.path.join('training-data', '1', 'schema.pbtxt'))
+
+    # Swap who served what: each version now sees the other's fares.
+    _write_capture(tmp_path / 'capture', 2, captured, versions=[2] * 1500 + [1] * 1500)
+    code, out = run_cli_quietly(['capture', 'validate', '--capture-dir', str(tmp_path / 'capture'),
+                                 '--workspace', str(tmp_path / 'ws'), '--serving-root', serving])
+    assert code == 1, out
+    assert 'skew (the data v1 was trained on (span 1) vs. the rows v1 served):' in out
+    v1, v2 = out.split('vs. the rows v1 served):')[1].split('vs. the rows v2 served):')
+    assert [l for l in v1.splitlines() if l.strip().startswith('fare')][0].endswith('SKEWED')
+    assert [l for l in v2.splitlines() if l.strip().startswith('fare')][0].endswith('SKEWED')
+
+
+def test_a_version_staged_without_training_data_falls_back_and_says_so(tmp_path, schema):
+    from serving.validate import CaptureError
+    _write_capture(tmp_path / 'capture', 1, _span2_rows(300), versions=[7] * 300)
+    args = dict(served_columns=SERVED, serving_root=str(tmp_path / 'serving'), model_name='taxi')
+    # Neither staged data nor workspace outputs: the error says where it looked.
+    with pytest.raises(CaptureError, match='no training statistics found in .*StatisticsGen'):
+        validate.validate(str(tmp_path / 'capture'), 1, str(tmp_path / 'ws'), SCHEMA_PATH, **args)
+    stats, _ = validate.statistics_for([os.path.join(DATA_ROOT, 'span-2', 'data.csv')], schema)
+    split = tmp_path / 'ws' / 'pipeline' / 'StatisticsGen' / 'statistics' / '5' / 'Split-train'
+    os.makedirs(split)
+    (split / 'FeatureStats.pb').write_bytes(stats.SerializeToString())
+    report = validate.validate(str(tmp_path / 'capture'), 1, str(tmp_path / 'ws'), SCHEMA_PATH,
+                               **args)
+    [source] = report['training_sources']
+    assert source['version'] == 7 and source['statistics'] == str(split / 'FeatureStats.pb')
+    assert source['description'] == ("the workspace's newest training statistics "
+                                     "(v7 has no staged training data)")
+    assert report['ok'], validate.format_report(report)
