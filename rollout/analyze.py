@@ -16,9 +16,11 @@ With --apply the decision is carried out through RolloutController, so it is
 written and audited like any other rollout command, with the numbers in the
 history's reason.
 """
+import dataclasses
 import json
 import os
 import time
+from typing import Optional, Tuple
 
 import yaml
 
@@ -113,6 +115,56 @@ def load_policy(path=None):
     return policy
 
 
+# ---------------------------------------------------------------- results
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One row of the analysis: a measure for canary (and stable) against its limit."""
+    check: str                 # 'error rate', 'p99 latency', ...
+    result: str                # 'ok', 'FAIL', 'wait' (not enough evidence) or 'n/a'
+    canary: object = None
+    stable: object = None
+    limit: str = ''
+    note: str = ''
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """What `rollout analyze` decided for one model, and why."""
+    model: str
+    stable_version: int
+    canary_version: int
+    traffic: int                         # the canary's percent now
+    decision: str                        # PROMOTE, SET_TRAFFIC, HOLD or ROLLBACK
+    target: Optional[int]                # traffic after it (None for a rollback)
+    steps: Tuple[int, ...]               # the policy's phases
+    checks: Tuple[Check, ...]
+    hold_reasons: Tuple[str, ...]
+    failures: Tuple[str, ...]
+    snapshot_age_seconds: float
+    mode: Optional[str] = None           # None: the snapshot had no window for the model
+    window_seconds: Optional[float] = None
+
+    def to_dict(self):
+        """The JSON `rollout analyze --json` prints (mode/window only when measured)."""
+        data = dataclasses.asdict(self)
+        for key in ('mode', 'window_seconds'):
+            if data[key] is None:
+                del data[key]
+        return data
+
+
+class _Findings:
+    """What the checks found so far (private, mutable while analyze() runs)."""
+
+    def __init__(self):
+        self.checks, self.holds, self.failures = [], [], []
+
+    def add(self, name, result, canary=None, stable=None, limit='', note=''):
+        self.checks.append(Check(name, result, canary, stable, limit, note))
+
+
+
 # ---------------------------------------------------------------- analysis
 
 def _version(window, version):
@@ -137,182 +189,194 @@ def _prediction(entry):
     return stats.Histogram.from_dict(entry['predictions'])
 
 
-def _check(name, result, canary=None, stable=None, limit='', note=''):
-    return {'check': name, 'result': result, 'canary': canary, 'stable': stable,
-            'limit': limit, 'note': note}
-
-
-def analyze(state, snapshot, policy, now=None):
-    """Decides what to do with the live canary; returns a JSON-ready dict.
-
-    state: the RolloutState from rollout.json; snapshot: load_snapshot()'s
-    dict; policy: load_policy()'s dict.
-    """
-    now = time.time() if now is None else now
-    model = state.model_name
-    if state.canary_version is None:
-        raise RolloutError('%s has no live canary (stable is v%s): nothing to analyze; the '
-                           'pipeline stages the next one' % (model, state.stable_version))
-    stable_v, canary_v = state.stable_version, state.canary_version
-    traffic = state.canary_traffic_percent
-    decision = {'model': model, 'stable_version': stable_v, 'canary_version': canary_v,
-                'traffic': traffic, 'checks': [], 'hold_reasons': [], 'failures': []}
-    holds, failures, checks = decision['hold_reasons'], decision['failures'], decision['checks']
-
-    age = now - snapshot.get('written_at', 0)
-    decision['snapshot_age_seconds'] = age
+def _hold_if_stale(age, policy, found):
     if age > policy['max_snapshot_age_seconds']:
-        holds.append('metrics snapshot is %.0f s old (limit %g s): is the server running?'
-                     % (age, policy['max_snapshot_age_seconds']))
-    window = ((snapshot.get('models') or {}).get(model) or {}).get('window')
-    if not window:
-        holds.append('the metrics have no window for model %s' % model)
-        return _finish(decision, policy)
-    mode = window.get('mode', 'split')
-    decision['mode'] = mode
-    decision['window_seconds'] = window.get('seconds', 0.0) + max(age, 0.0)
-    served = window.get('rollout') or {}
-    if (served.get('stable'), served.get('canary'), served.get('traffic')) != (
-            stable_v, canary_v, traffic):
-        holds.append('the metrics are for stable v%s / canary v%s at %s%%, but rollout.json '
-                     'says v%s / v%s at %s%%: wait for the server to pick up the change'
-                     % (served.get('stable'), served.get('canary'), served.get('traffic'),
-                        stable_v, canary_v, traffic))
-        return _finish(decision, policy)
+        found.holds.append('metrics snapshot is %.0f s old (limit %g s): is the server '
+                           'running?' % (age, policy['max_snapshot_age_seconds']))
 
-    canary, stable = _version(window, canary_v), _version(window, stable_v)
+
+def _hold_unless_current(state, window, found):
+    """True if the window measured the rollout that rollout.json describes now."""
+    served = window.get('rollout') or {}
+    served = (served.get('stable'), served.get('canary'), served.get('traffic'))
+    now_serving = (state.stable_version, state.canary_version, state.canary_traffic_percent)
+    if served == now_serving:
+        return True
+    found.holds.append('the metrics are for stable v%s / canary v%s at %s%%, but rollout.json '
+                       'says v%s / v%s at %s%%: wait for the server to pick up the change'
+                       % (served + now_serving))
+    return False
+
+
+def _check_evidence(canary, stable, window_seconds, policy, found):
     n_canary = canary['requests'] if canary else 0
     n_stable = stable['requests'] if stable else 0
     need = policy['min_requests']
     enough = n_canary >= need['canary'] and n_stable >= need['stable']
-    checks.append(_check('requests', 'ok' if enough else 'wait', n_canary, n_stable,
-                         '>= %d canary, %d stable' % (need['canary'], need['stable'])))
+    found.add('requests', 'ok' if enough else 'wait', n_canary, n_stable,
+              '>= %d canary, %d stable' % (need['canary'], need['stable']))
     if not enough:
-        holds.append('not enough requests yet: canary %d of %d, stable %d of %d'
-                     % (n_canary, need['canary'], n_stable, need['stable']))
-    if decision['window_seconds'] < policy['min_window_seconds']:
-        holds.append('soaking: %.0f s of %g s at this step'
-                     % (decision['window_seconds'], policy['min_window_seconds']))
+        found.holds.append('not enough requests yet: canary %d of %d, stable %d of %d'
+                           % (n_canary, need['canary'], n_stable, need['stable']))
+    if window_seconds < policy['min_window_seconds']:
+        found.holds.append('soaking: %.0f s of %g s at this step'
+                           % (window_seconds, policy['min_window_seconds']))
 
-    # Error rate.
-    rule = policy['error_rate']
+
+def _check_error_rate(canary, stable, rule, found):
     rate_c, rate_s = _error_rate(canary), _error_rate(stable)
     if rate_c is None or rate_s is None:
-        checks.append(_check('error rate', 'n/a', rate_c, rate_s, note='no requests'))
-    else:
-        bad = rate_c > rule['max'] or rate_c - rate_s > rule['max_increase']
-        limit = '<= %g%%, stable + %g%%' % (100 * rule['max'], 100 * rule['max_increase'])
-        checks.append(_check('error rate', 'FAIL' if bad else 'ok', rate_c, rate_s, limit))
-        if bad:
-            failures.append('canary error rate %.2f%% vs stable %.2f%% (limit %.2f%%, '
-                            '+%.2f%%)' % (100 * rate_c, 100 * rate_s, 100 * rule['max'],
-                                          100 * rule['max_increase']))
+        found.add('error rate', 'n/a', rate_c, rate_s, note='no requests')
+        return
+    bad = rate_c > rule['max'] or rate_c - rate_s > rule['max_increase']
+    found.add('error rate', 'FAIL' if bad else 'ok', rate_c, rate_s,
+              '<= %g%%, stable + %g%%' % (100 * rule['max'], 100 * rule['max_increase']))
+    if bad:
+        found.failures.append('canary error rate %.2f%% vs stable %.2f%% (limit %.2f%%, '
+                              '+%.2f%%)' % (100 * rate_c, 100 * rate_s, 100 * rule['max'],
+                                            100 * rule['max_increase']))
 
-    # p99 latency.
-    rule = policy['latency_p99']
+
+def _check_latency(canary, stable, rule, found):
     p99_c, p99_s = _p99(canary), _p99(stable)
     if p99_c is None or p99_s is None:
-        checks.append(_check('p99 latency', 'n/a', p99_c, p99_s, note='no successful calls'))
-    else:
-        bad = (p99_c > p99_s * rule['max_ratio']
-               and p99_c - p99_s > rule['min_increase_seconds'])
-        checks.append(_check('p99 latency', 'FAIL' if bad else 'ok', p99_c, p99_s,
-                             '<= %gx stable or + %g ms' % (
-                                 rule['max_ratio'], 1000 * rule['min_increase_seconds'])))
-        if bad:
-            failures.append('canary p99 latency %.1f ms vs stable %.1f ms (limit %gx and '
-                            '+%g ms)' % (1000 * p99_c, 1000 * p99_s, rule['max_ratio'],
-                                         1000 * rule['min_increase_seconds']))
+        found.add('p99 latency', 'n/a', p99_c, p99_s, note='no successful calls')
+        return
+    bad = p99_c > p99_s * rule['max_ratio'] and p99_c - p99_s > rule['min_increase_seconds']
+    found.add('p99 latency', 'FAIL' if bad else 'ok', p99_c, p99_s,
+              '<= %gx stable or + %g ms' % (rule['max_ratio'],
+                                            1000 * rule['min_increase_seconds']))
+    if bad:
+        found.failures.append('canary p99 latency %.1f ms vs stable %.1f ms (limit %gx and '
+                              '+%g ms)' % (1000 * p99_c, 1000 * p99_s, rule['max_ratio'],
+                                           1000 * rule['min_increase_seconds']))
 
-    # Prediction shift (split mode: two arms of one population; in shadow
-    # mode the same rows, which the agreement checks below cover better).
-    rule = policy['prediction_shift']
+
+def _check_predictions(canary, stable, rule, found):
+    """Prediction shift (split mode: two arms of one population; in shadow mode
+    the same rows, which the agreement checks cover better)."""
     hist_c, hist_s = _prediction(canary), _prediction(stable)
     if hist_c is None or hist_s is None or not hist_c.count or not hist_s.count:
-        checks.append(_check('mean prediction', 'n/a', note='no predictions recorded'))
-    else:
-        shift = abs(hist_c.mean() - hist_s.mean())
-        divergence = stats.js_divergence(hist_c.distribution(),
-                                                   hist_s.distribution())
-        bad = shift > rule['max_mean_shift']
-        checks.append(_check('mean prediction', 'FAIL' if bad else 'ok', hist_c.mean(),
-                             hist_s.mean(), '|diff| <= %g' % rule['max_mean_shift']))
-        if bad:
-            failures.append('mean prediction moved by %.3f (%.3f -> %.3f; limit %g)'
-                            % (shift, hist_s.mean(), hist_c.mean(), rule['max_mean_shift']))
-        bad = divergence > rule['max_js_divergence']
-        checks.append(_check('prediction JS divergence', 'FAIL' if bad else 'ok', divergence,
-                             None, '<= %g' % rule['max_js_divergence']))
-        if bad:
-            failures.append('prediction distribution diverged: JS %.3f (limit %g)'
-                            % (divergence, rule['max_js_divergence']))
+        found.add('mean prediction', 'n/a', note='no predictions recorded')
+        return
+    mean_c, mean_s = hist_c.mean(), hist_s.mean()
+    bad = abs(mean_c - mean_s) > rule['max_mean_shift']
+    found.add('mean prediction', 'FAIL' if bad else 'ok', mean_c, mean_s,
+              '|diff| <= %g' % rule['max_mean_shift'])
+    if bad:
+        found.failures.append('mean prediction moved by %.3f (%.3f -> %.3f; limit %g)'
+                              % (abs(mean_c - mean_s), mean_s, mean_c,
+                                 rule['max_mean_shift']))
+    divergence = stats.js_divergence(hist_c.distribution(), hist_s.distribution())
+    bad = divergence > rule['max_js_divergence']
+    found.add('prediction JS divergence', 'FAIL' if bad else 'ok', divergence, None,
+              '<= %g' % rule['max_js_divergence'])
+    if bad:
+        found.failures.append('prediction distribution diverged: JS %.3f (limit %g)'
+                              % (divergence, rule['max_js_divergence']))
 
-    # Shadow agreement.
-    rule = policy['shadow']
+
+def _check_shadow(window, mode, rule, found):
     shadow = window.get('shadow') or {}
     compared = shadow.get('comparisons', 0)
     if mode != 'shadow':
-        checks.append(_check('shadow agreement', 'n/a', note='split mode'))
-    elif compared < rule['min_comparisons']:
-        checks.append(_check('shadow agreement', 'wait', compared, None,
-                             '>= %d rows' % rule['min_comparisons']))
-        holds.append('not enough shadow comparisons yet: %d of %d'
-                     % (compared, rule['min_comparisons']))
-    else:
-        agreement = shadow['agreements'] / compared
-        diff = shadow.get('abs_diff_mean')
-        bad = agreement < rule['min_agreement']
-        checks.append(_check('shadow agreement', 'FAIL' if bad else 'ok', agreement, None,
-                             '>= %g%%' % (100 * rule['min_agreement'])))
-        if bad:
-            failures.append('canary agrees with stable on %.1f%% of rows (limit %.1f%%)'
-                            % (100 * agreement, 100 * rule['min_agreement']))
-        bad = diff is not None and diff > rule['max_mean_abs_diff']
-        checks.append(_check('shadow mean |diff|', 'FAIL' if bad else 'ok', diff, None,
-                             '<= %g' % rule['max_mean_abs_diff']))
-        if bad:
-            failures.append('mean |p_stable - p_canary| is %.3f (limit %g)'
-                            % (diff, rule['max_mean_abs_diff']))
-    return _finish(decision, policy)
+        found.add('shadow agreement', 'n/a', note='split mode')
+        return
+    if compared < rule['min_comparisons']:
+        found.add('shadow agreement', 'wait', compared, None,
+                  '>= %d rows' % rule['min_comparisons'])
+        found.holds.append('not enough shadow comparisons yet: %d of %d'
+                           % (compared, rule['min_comparisons']))
+        return
+    agreement = shadow['agreements'] / compared
+    bad = agreement < rule['min_agreement']
+    found.add('shadow agreement', 'FAIL' if bad else 'ok', agreement, None,
+              '>= %g%%' % (100 * rule['min_agreement']))
+    if bad:
+        found.failures.append('canary agrees with stable on %.1f%% of rows (limit %.1f%%)'
+                              % (100 * agreement, 100 * rule['min_agreement']))
+    diff = shadow.get('abs_diff_mean')
+    bad = diff is not None and diff > rule['max_mean_abs_diff']
+    found.add('shadow mean |diff|', 'FAIL' if bad else 'ok', diff, None,
+              '<= %g' % rule['max_mean_abs_diff'])
+    if bad:
+        found.failures.append('mean |p_stable - p_canary| is %.3f (limit %g)'
+                              % (diff, rule['max_mean_abs_diff']))
 
 
-def _finish(decision, policy):
+def _run_checks(state, window, mode, window_seconds, policy, found):
+    canary = _version(window, state.canary_version)
+    stable = _version(window, state.stable_version)
+    _check_evidence(canary, stable, window_seconds, policy, found)
+    _check_error_rate(canary, stable, policy['error_rate'], found)
+    _check_latency(canary, stable, policy['latency_p99'], found)
+    _check_predictions(canary, stable, policy['prediction_shift'], found)
+    _check_shadow(window, mode, policy['shadow'], found)
+
+
+def analyze(state, snapshot, policy, now=None):
+    """Decides what to do with the live canary; returns a Decision.
+
+    state: the RolloutState from rollout.json; snapshot: load_snapshot()'s
+    dict; policy: load_policy()'s dict.
+    """
+    if state.canary_version is None:
+        raise RolloutError('%s has no live canary (stable is v%s): nothing to analyze; the '
+                           'pipeline stages the next one'
+                           % (state.model_name, state.stable_version))
+    now = time.time() if now is None else now
+    age = now - snapshot.get('written_at', 0)
+    found = _Findings()
+    _hold_if_stale(age, policy, found)
+    window = ((snapshot.get('models') or {}).get(state.model_name) or {}).get('window')
+    if not window:
+        found.holds.append('the metrics have no window for model %s' % state.model_name)
+        return _decide(state, policy, found, age)
+    mode = window.get('mode', 'split')
+    window_seconds = window.get('seconds', 0.0) + max(age, 0.0)
+    if _hold_unless_current(state, window, found):
+        _run_checks(state, window, mode, window_seconds, policy, found)
+    return _decide(state, policy, found, age, mode, window_seconds)
+
+
+def _decide(state, policy, found, age, mode=None, window_seconds=None):
     """Turns checks into the decision: failures win, then holds, then the next step."""
-    traffic = decision['traffic']
-    if decision['failures'] and not _only_waiting(decision):
-        decision['decision'] = ROLLBACK
-        decision['target'] = None
-    elif decision['hold_reasons'] or decision['failures']:
-        decision['decision'] = HOLD
-        decision['target'] = traffic
-        if decision['failures']:
-            decision['hold_reasons'].append('checks fail but the evidence is still thin: '
-                                            + '; '.join(decision['failures']))
-    elif decision.get('mode') == 'shadow':
-        decision['decision'] = HOLD
-        decision['target'] = traffic
-        decision['hold_reasons'].append('shadow checks pass: the canary has no live traffic '
-                                        'in shadow mode; restart the server with --mode split '
-                                        'to start the phased rollout at %d%%' % traffic)
+    traffic = state.canary_traffic_percent
+    holds = list(found.holds)
+    if found.failures and not _only_waiting(found.checks):
+        decision, target = ROLLBACK, None
+    elif holds or found.failures:
+        decision, target = HOLD, traffic
+        if found.failures:
+            holds.append('checks fail but the evidence is still thin: '
+                         + '; '.join(found.failures))
+    elif mode == 'shadow':
+        decision, target = HOLD, traffic
+        holds.append('shadow checks pass: the canary has no live traffic in shadow mode; '
+                     'restart the server with --mode split to start the phased rollout at '
+                     '%d%%' % traffic)
     else:
         following = [s for s in policy['steps'] if s > traffic]
-        target = following[0] if following else 100
-        decision['decision'] = PROMOTE if target >= 100 else SET_TRAFFIC
-        decision['target'] = 100 if target >= 100 else target
-    decision['steps'] = list(policy['steps'])
-    return decision
+        target = min(following[0] if following else 100, 100)
+        decision = PROMOTE if target >= 100 else SET_TRAFFIC
+    return Decision(
+        model=state.model_name, stable_version=state.stable_version,
+        canary_version=state.canary_version, traffic=traffic, decision=decision,
+        target=target, steps=tuple(policy['steps']), checks=tuple(found.checks),
+        hold_reasons=tuple(holds), failures=tuple(found.failures),
+        snapshot_age_seconds=age, mode=mode, window_seconds=window_seconds)
 
 
-def _only_waiting(decision):
+def _only_waiting(checks):
     """True if failures were measured on fewer requests than the policy requires.
 
     A canary is never rolled back on a handful of requests, but a
     metrics-for-another-rollout or stale-snapshot hold does not count here:
     those return before any check runs.
     """
-    for check in decision['checks']:
-        if check['check'] == 'requests':
-            return check['result'] == 'wait'
+    for check in checks:
+        if check.check == 'requests':
+            return check.result == 'wait'
     return False
 
 
@@ -333,25 +397,24 @@ def _fmt(name, value):
 
 
 def describe_decision(decision):
-    if decision['decision'] == PROMOTE:
-        return 'PROMOTE v%d (all checks pass; next step is 100%%)' % decision['canary_version']
-    if decision['decision'] == SET_TRAFFIC:
+    if decision.decision == PROMOTE:
+        return 'PROMOTE v%d (all checks pass; next step is 100%%)' % decision.canary_version
+    if decision.decision == SET_TRAFFIC:
         return 'SET-TRAFFIC %d%% (all checks pass; next of steps %s)' % (
-            decision['target'], ' -> '.join(map(str, decision['steps'])))
-    if decision['decision'] == ROLLBACK:
-        return 'ROLLBACK v%d: %s' % (decision['canary_version'], '; '.join(decision['failures']))
-    return 'HOLD at %d%%: %s' % (decision['traffic'], '; '.join(decision['hold_reasons']))
+            decision.target, ' -> '.join(map(str, decision.steps)))
+    if decision.decision == ROLLBACK:
+        return 'ROLLBACK v%d: %s' % (decision.canary_version, '; '.join(decision.failures))
+    return 'HOLD at %d%%: %s' % (decision.traffic, '; '.join(decision.hold_reasons))
 
 
 def format_decision(decision):
     lines = ['%s: canary v%d at %d%% vs stable v%d (%s mode, window %.0f s)'
-             % (decision['model'], decision['canary_version'], decision['traffic'],
-                decision['stable_version'], decision.get('mode', '?'),
-                decision.get('window_seconds', 0.0))]
+             % (decision.model, decision.canary_version, decision.traffic,
+                decision.stable_version, decision.mode or '?', decision.window_seconds or 0.0)]
     rows = [('check', 'canary', 'stable', 'limit', 'result')]
-    for c in decision['checks']:
-        rows.append((c['check'], _fmt(c['check'], c['canary']), _fmt(c['check'], c['stable']),
-                     c['limit'] or c['note'], c['result']))
+    for c in decision.checks:
+        rows.append((c.check, _fmt(c.check, c.canary), _fmt(c.check, c.stable),
+                     c.limit or c.note, c.result))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         lines.append('  ' + '  '.join(
@@ -364,14 +427,14 @@ def format_decision(decision):
 def reason_text(decision, reason=''):
     """The history reason for an applied decision: the numbers that justified it."""
     parts = ['rollout analyze: ' + describe_decision(decision)]
-    for c in decision['checks']:
-        if c['result'] not in ('ok', 'FAIL') or c['check'] == 'requests':
+    for c in decision.checks:
+        if c.result not in ('ok', 'FAIL') or c.check == 'requests':
             continue
-        if c['stable'] is None:  # a single measure (divergence, agreement)
-            parts.append('%s %s' % (c['check'], _fmt(c['check'], c['canary'])))
+        if c.stable is None:  # a single measure (divergence, agreement)
+            parts.append('%s %s' % (c.check, _fmt(c.check, c.canary)))
         else:
-            parts.append('%s canary %s stable %s' % (c['check'], _fmt(c['check'], c['canary']),
-                                                     _fmt(c['check'], c['stable'])))
+            parts.append('%s canary %s stable %s' % (c.check, _fmt(c.check, c.canary),
+                                                     _fmt(c.check, c.stable)))
     text = '; '.join(parts)
     return '%s (%s)' % (reason, text) if reason else text
 
@@ -379,11 +442,11 @@ def reason_text(decision, reason=''):
 def apply(controller, decision, reason=''):
     """Carries out the decision through RolloutController; None for hold."""
     why = reason_text(decision, reason)
-    if decision['decision'] == PROMOTE:
+    if decision.decision == PROMOTE:
         return controller.promote(reason=why)
-    if decision['decision'] == SET_TRAFFIC:
-        return controller.set_traffic(decision['target'], reason=why)
-    if decision['decision'] == ROLLBACK:
+    if decision.decision == SET_TRAFFIC:
+        return controller.set_traffic(decision.target, reason=why)
+    if decision.decision == ROLLBACK:
         return controller.rollback(reason=why)
     return None
 
@@ -410,11 +473,11 @@ def run(args, controller, print_result):
     source = args.metrics or snapshot_path(controller.serving_root, controller.model_name)
     snapshot = load_snapshot(source)
     decision = analyze(controller.load(), snapshot, policy)
-    decision['metrics_source'] = source
     result = apply(controller, decision, args.reason) if args.apply else None
     if args.json:
-        decision['applied'] = None if result is None else result['event']
-        print(json.dumps(decision, indent=2, sort_keys=True))
+        print(json.dumps(dict(decision.to_dict(), metrics_source=source,
+                              applied=None if result is None else result.event),
+                         indent=2, sort_keys=True))
     else:
         print(format_decision(decision))
         if result is not None:

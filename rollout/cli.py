@@ -14,6 +14,8 @@ from common import locations
 from common.cli import add_deprecated_alias
 from rollout import analyze as analyze_mod
 from rollout import control
+from rollout import kserve
+from rollout import tfserving
 from rollout.errors import RolloutError
 
 # Kept for callers of the old names; common/locations.py owns the layout.
@@ -207,31 +209,29 @@ def _controller(args):
 # ---------------------------------------------------------------- output
 
 def describe(snapshot):
-    """Describe a before/after snapshot in words."""
-    if snapshot["stable"] is None:
+    """Describe a before/after Snapshot in words."""
+    if snapshot.stable is None:
         return "nothing served"
-    text = f"stable v{snapshot['stable']}"
-    if snapshot["canary"] is None:
+    text = f"stable v{snapshot.stable}"
+    if snapshot.canary is None:
         return text + " (100%), no canary"
-    return (f"{text} ({100 - snapshot['traffic']}%), canary "
-            f"v{snapshot['canary']} ({snapshot['traffic']}%)")
+    return (f"{text} ({100 - snapshot.traffic}%), canary "
+            f"v{snapshot.canary} ({snapshot.traffic}%)")
 
 
 def _print_result(model_name, result, out=None, audit_note=None):
     out = out or sys.stdout
-    headline = f"{model_name}: {result['event']}"
-    if result.get("version") is not None:
-        headline += f" v{result['version']}"
+    headline = f"{model_name}: {result.event}"
+    if result.version is not None:
+        headline += f" v{result.version}"
     print(headline, file=out)
-    print(f"  before: {describe(result['before'])}", file=out)
-    print(f"  after:  {describe(result['after'])}", file=out)
-    files = result["files"]
-    written, unchanged = ["rollout.json"], []
-    for key, label in (("models_config", "models.config"),
-                       ("kserve_manifest", "kserve/inferenceservice.yaml")):
-        if files[key]:
+    print(f"  before: {describe(result.before)}", file=out)
+    print(f"  after:  {describe(result.after)}", file=out)
+    written, unchanged = [locations.ROLLOUT_FILE], []
+    for label, changed in _derived_files(result.files):
+        if changed:
             written.append(label)
-        elif files[key] is False:
+        elif changed is False:
             unchanged.append(label)
     print(f"  wrote:  {', '.join(written)}", file=out)
     if audit_note:
@@ -239,15 +239,21 @@ def _print_result(model_name, result, out=None, audit_note=None):
     if unchanged:
         # e.g. set-traffic: TF Serving has no traffic split to update.
         print(f"  unchanged: {', '.join(unchanged)}", file=out)
-    if files["kserve_manifest"] is None and result["after"]["stable"]:
+    if result.files.kserve_manifest is None and result.after.stable:
         print("  kserve: manifest not written (no storage URI prefix known; "
               "pass --kserve-storage-uri-prefix once)", file=out)
-    _print_audit(result["audit"])
+    _print_audit(result.audit)
+
+
+def _derived_files(files):
+    """[(label, True rewritten / False unchanged / None not written)] of a FilesWritten."""
+    return [(tfserving.CONFIG_FILE_NAME, files.models_config),
+            (f"{kserve.MANIFEST_DIR}/{kserve.MANIFEST_FILE}", files.kserve_manifest)]
 
 
 def _print_audit(audit):
-    if audit.get("error"):
-        print(f"warning: {audit['error']}", file=sys.stderr)
+    if audit.error:
+        print(f"warning: {audit.error}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- handlers
@@ -257,13 +263,13 @@ def cmd_status(args):
     controller = _controller(args)
     status = controller.status()
     config = controller.metadata_connection_config
-    status["metadata_path"] = config.sqlite.filename_uri if config else None
     if args.json:
-        print(json.dumps(status, indent=2, sort_keys=True))
+        print(json.dumps(dict(status.to_dict(), metadata_path=(
+            config.sqlite.filename_uri if config else None)), indent=2, sort_keys=True))
     else:
         print(control.format_status(status))
         # Which workspace's state this is: see common/locations.py.
-        print(f"serving state: {status['paths']['rollout_json']}")
+        print(f"serving state: {status.paths.rollout_json}")
     return 0
 
 
@@ -301,24 +307,22 @@ def cmd_repair(args):
     """`rollout repair`: regenerate derived files from rollout.json."""
     controller = _controller(args)
     result = controller.repair()
-    print(f"{controller.model_name}: {describe(result['state'])}")
-    files = result["files"]
-    for name, label in (("models_config", "models.config"),
-                        ("kserve_manifest", "kserve/inferenceservice.yaml")):
-        if files[name] is None:
+    print(f"{controller.model_name}: {describe(result.state)}")
+    for label, changed in _derived_files(result.files):
+        if changed is None:
             print(f"  {label}: skipped (no storage URI prefix known; pass "
                   f"--kserve-storage-uri-prefix)")
         else:
-            outcome = "rewritten" if files[name] else "already in sync"
+            outcome = "rewritten" if changed else "already in sync"
             print(f"  {label}: {outcome}")
-    for path in result["removed_temp_dirs"]:
+    for path in result.removed_temp_dirs:
         print(f"  removed leftover {path}")
     if getattr(args, "audit_note", None):
         print(f"  audit: {args.audit_note}")
-    if result["audit"]["execution_ids"]:
-        print(f"  audit: back-filled {len(result['audit']['execution_ids'])} "
+    if result.audit.execution_ids:
+        print(f"  audit: back-filled {len(result.audit.execution_ids)} "
               f"event(s)")
-    _print_audit(result["audit"])
+    _print_audit(result.audit)
     return 0
 
 

@@ -20,6 +20,8 @@ from rollout import staging
 from rollout import state as state_mod
 from rollout import tfserving
 from rollout.errors import RolloutError, StaleBaselineError
+from rollout.results import (AuditResult, FilesWritten, RepairResult, RolloutPaths,
+                             RolloutStatus, Snapshot, TransitionResult)
 
 logger = logging.getLogger(__name__)
 
@@ -82,13 +84,10 @@ class RolloutController:
 
     def paths(self):
         """Return the files this controller reads and writes."""
-        return {
-            "serving_root": self.serving_root,
-            "model_dir": self.model_dir,
-            "rollout_json": self.state_path,
-            "models_config": self.models_config_path,
-            "kserve_manifest": self.manifest_path,
-        }
+        return RolloutPaths(
+            serving_root=self.serving_root, model_dir=self.model_dir,
+            rollout_json=self.state_path, models_config=self.models_config_path,
+            kserve_manifest=self.manifest_path)
 
     # ------------------------------------------------------------ reading
 
@@ -109,23 +108,17 @@ class RolloutController:
         canary_live = state.canary_version is not None
         problems = self._missing_versions(state, staged)
         problems += self._drift(state)
-        return {
-            "model_name": self.model_name,
-            "phase": state.phase,
-            "stable_version": state.stable_version,
-            "canary_version": state.canary_version,
-            "canary_traffic_percent": (
+        return RolloutStatus(
+            model_name=self.model_name, phase=state.phase,
+            stable_version=state.stable_version,
+            canary_version=state.canary_version,
+            canary_traffic_percent=(
                 state.canary_traffic_percent if canary_live else None),
-            "stable_traffic_percent": (
+            stable_traffic_percent=(
                 None if state.stable_version is None
                 else 100 - state.canary_traffic_percent),
-            "staged_versions": staged,
-            "last_version": state.last_version,
-            "last_event": state.last_event,
-            "paths": self.paths(),
-            "problems": problems,
-            "in_sync": not problems,
-        }
+            staged_versions=staged, last_version=state.last_version,
+            last_event=state.last_event, paths=self.paths(), problems=problems)
 
     def _missing_versions(self, state, staged):
         problems = []
@@ -267,8 +260,8 @@ class RolloutController:
         afterwards so the staging event is linked to that artifact.
         """
         if not os.path.isfile(self.state_path):
-            return {"enabled": self.metadata_connection_config is not None,
-                    "execution_ids": [], "error": None}
+            return AuditResult(
+                enabled=self.metadata_connection_config is not None)
         with self._lock():
             return self._audit(self.load())
 
@@ -296,8 +289,8 @@ class RolloutController:
                 removed = sorted(removed + fsutil.remove_stale_temp_files(
                     self.serving_root, [tfserving.CONFIG_FILE_NAME]))
             audit = self._audit(current)
-        return {"files": files, "removed_temp_dirs": removed,
-                "audit": audit, "state": _snapshot(current)}
+        return RepairResult(files=files, removed_temp_dirs=removed,
+                            audit=audit, state=Snapshot.of(current))
 
     # ------------------------------------------------------------ internals
 
@@ -364,8 +357,8 @@ class RolloutController:
             manifest_changed = kserve.write_manifest(
                 self.manifest_path, kserve.inference_service(
                     new, self.model_name, prefix, self.namespace))
-        return {"models_config": config_changed,
-                "kserve_manifest": manifest_changed}
+        return FilesWritten(models_config=config_changed,
+                            kserve_manifest=manifest_changed)
 
     def _audit(self, new):
         """Record every history event not yet in MLMD; never raises.
@@ -375,7 +368,7 @@ class RolloutController:
         next command because events carry unique ids.
         """
         if self.metadata_connection_config is None:
-            return {"enabled": False, "execution_ids": [], "error": None}
+            return AuditResult(enabled=False)
         # Imported lazily: ml_metadata is only needed when auditing.
         from rollout import audit  # pylint: disable=import-outside-toplevel
 
@@ -398,57 +391,45 @@ class RolloutController:
                      f"{self.state_path} and will be back-filled by the next "
                      f"rollout command or `tfx-canary rollout repair`")
             logger.warning("%s", error)
-            return {"enabled": True, "execution_ids": recorded,
-                    "error": error}
-        return {"enabled": True, "execution_ids": recorded, "error": None}
+            return AuditResult(enabled=True, execution_ids=recorded,
+                               error=error)
+        return AuditResult(enabled=True, execution_ids=recorded)
 
     @staticmethod
     def _result(old, new, files, audit, **extra):
         event = new.last_event
-        result = {
-            "event": event["event"],
-            "version": event.get("version"),
-            "before": _snapshot(old),
-            "after": _snapshot(new),
-            "files": files,
-            "audit": audit,
-            "history_event": event,
-        }
-        result.update(extra)
-        return result
+        return TransitionResult(
+            event=event["event"], version=event.get("version"),
+            before=Snapshot.of(old), after=Snapshot.of(new), files=files,
+            audit=audit, history_event=event, **extra)
 
 
-def _snapshot(state):
-    return {"phase": state.phase, "stable": state.stable_version,
-            "canary": state.canary_version,
-            "traffic": state.canary_traffic_percent}
+def _event_text(event):
+    text = event["event"]
+    if event.get("version") is not None:
+        text += f" v{event['version']}"
+    text += f" at {event['at']} by {event.get('actor', '?')}"
+    if event.get("reason"):
+        text += f": {event['reason']}"
+    return text
 
 
 def format_status(status):
-    """Return a short human-readable table for a status() dict."""
-    def version(value):
-        return "-" if value is None else f"v{value}"
+    """Return a short human-readable table for a RolloutStatus."""
+    def served(version, percent, absent):
+        return absent if version is None else f"v{version}  {percent}% of traffic"
 
-    rows = [("model", f"{status['model_name']} (phase: {status['phase']})")]
-    for role, absent in (("stable", "-  (nothing staged yet)"), ("canary", "-")):
-        staged = status[f"{role}_version"]
-        rows.append((role, absent if staged is None else
-                     f"{version(staged)}  {status[f'{role}_traffic_percent']}% of traffic"))
-    staged = ", ".join(map(str, status["staged_versions"])) or "none"
-    rows.append(("staged", f"{staged}  (highest ever: "
-                           f"{status['last_version']})"))
-    event = status["last_event"]
-    if event:
-        text = event["event"]
-        if event.get("version") is not None:
-            text += f" v{event['version']}"
-        text += f" at {event['at']} by {event.get('actor', '?')}"
-        if event.get("reason"):
-            text += f": {event['reason']}"
-        rows.append(("last event", text))
-    rows.append(("files", "in sync with rollout.json" if status["in_sync"]
+    staged = ", ".join(map(str, status.staged_versions)) or "none"
+    rows = [("model", f"{status.model_name} (phase: {status.phase})"),
+            ("stable", served(status.stable_version, status.stable_traffic_percent,
+                              "-  (nothing staged yet)")),
+            ("canary", served(status.canary_version, status.canary_traffic_percent, "-")),
+            ("staged", f"{staged}  (highest ever: {status.last_version})")]
+    if status.last_event:
+        rows.append(("last event", _event_text(status.last_event)))
+    rows.append(("files", "in sync with rollout.json" if status.in_sync
                  else "OUT OF SYNC (see below)"))
     width = max(len(key) for key, _ in rows)
     lines = [f"{key.ljust(width)}  {value}" for key, value in rows]
-    lines += [f"warning: {problem}" for problem in status["problems"]]
+    lines += [f"warning: {problem}" for problem in status.problems]
     return "\n".join(lines)

@@ -143,5 +143,5 @@ def _record_rollout_events(config, connection, out):
     from rollout.control import RolloutController
     result = RolloutController(config.serving_root, config.model_name,
                                metadata_connection_config=connection).sync_audit()
-    if result.get('error'):
-        out('warning: ' + result['error'])
+    if result.error:
+        out('warning: ' + result.error)

@@ -59,46 +59,46 @@ def _decide(policy, snapshot, state=None):
 def test_a_healthy_canary_steps_to_the_next_phase_then_promotes(policy):
     healthy = _snapshot(_version(seed=1), _version(seed=2))
     decision = _decide(policy, healthy)
-    assert (decision['decision'], decision['target']) == (analyze.SET_TRAFFIC, 25)
-    assert all(c['result'] in ('ok', 'n/a') for c in decision['checks'])
+    assert (decision.decision, decision.target) == (analyze.SET_TRAFFIC, 25)
+    assert all(c.result in ('ok', 'n/a') for c in decision.checks)
     at_50 = _snapshot(_version(seed=1), _version(seed=2), rollout=(1, 2, 50))
-    assert _decide(policy, at_50, _state(50))['decision'] == analyze.PROMOTE
+    assert _decide(policy, at_50, _state(50)).decision == analyze.PROMOTE
     text = analyze.format_decision(decision)
     assert 'decision: SET-TRAFFIC 25%' in text and 'error rate' in text
 
 
 def test_errors_latency_and_prediction_shift_roll_back(policy):
     errors = _decide(policy, _snapshot(_version(), _version(errors=50)))
-    assert errors['decision'] == analyze.ROLLBACK
-    assert 'error rate 5.00% vs stable 0.00%' in errors['failures'][0]
+    assert errors.decision == analyze.ROLLBACK
+    assert 'error rate 5.00% vs stable 0.00%' in errors.failures[0]
 
     slow = _decide(policy, _snapshot(_version(latency=0.004), _version(latency=0.05)))
-    assert slow['decision'] == analyze.ROLLBACK and 'p99 latency' in slow['failures'][0]
+    assert slow.decision == analyze.ROLLBACK and 'p99 latency' in slow.failures[0]
     # 3x slower but only ~2 ms: below the absolute floor, so not a failure.
     sub_ms = _decide(policy, _snapshot(_version(latency=0.001), _version(latency=0.003)))
-    assert sub_ms['decision'] == analyze.SET_TRAFFIC
+    assert sub_ms.decision == analyze.SET_TRAFFIC
 
     shifted = _decide(policy, _snapshot(_version(mean=0.3), _version(mean=0.7)))
-    assert shifted['decision'] == analyze.ROLLBACK
-    assert any('mean prediction moved' in f for f in shifted['failures'])
+    assert shifted.decision == analyze.ROLLBACK
+    assert any('mean prediction moved' in f for f in shifted.failures)
 
 
 def test_hold_without_enough_evidence_or_fresh_matching_metrics(policy):
     few = _decide(policy, _snapshot(_version(), _version(requests=50)))
-    assert few['decision'] == analyze.HOLD
-    assert 'canary 50 of 200' in few['hold_reasons'][0]
+    assert few.decision == analyze.HOLD
+    assert 'canary 50 of 200' in few.hold_reasons[0]
     # Failing on a handful of requests is a hold, not a rollback.
     thin = _decide(policy, _snapshot(_version(), _version(requests=20, errors=10)))
-    assert thin['decision'] == analyze.HOLD
-    assert any('evidence is still thin' in r for r in thin['hold_reasons'])
+    assert thin.decision == analyze.HOLD
+    assert any('evidence is still thin' in r for r in thin.hold_reasons)
 
     stale = _decide(policy, _snapshot(_version(), _version(), age=3600))
-    assert stale['decision'] == analyze.HOLD and 'old' in stale['hold_reasons'][0]
+    assert stale.decision == analyze.HOLD and 'old' in stale.hold_reasons[0]
     young = _decide(policy, _snapshot(_version(), _version(), seconds=20))
-    assert young['decision'] == analyze.HOLD and 'soaking' in young['hold_reasons'][0]
+    assert young.decision == analyze.HOLD and 'soaking' in young.hold_reasons[0]
     other = _decide(policy, _snapshot(_version(), _version(), rollout=(1, 2, 5)))
-    assert other['decision'] == analyze.HOLD
-    assert 'wait for the server to pick up the change' in other['hold_reasons'][0]
+    assert other.decision == analyze.HOLD
+    assert 'wait for the server to pick up the change' in other.hold_reasons[0]
 
 
 def test_shadow_mode_uses_agreement(policy):
@@ -111,12 +111,12 @@ def test_shadow_mode_uses_agreement(policy):
 
     good = _decide(policy, _snapshot(_version(), _version(), mode='shadow',
                                      shadow=shadow(0.97, 0.02)))
-    assert good['decision'] == analyze.HOLD
-    assert '--mode split' in good['hold_reasons'][-1]
+    assert good.decision == analyze.HOLD
+    assert '--mode split' in good.hold_reasons[-1]
     bad = _decide(policy, _snapshot(_version(), _version(), mode='shadow',
                                     shadow=shadow(0.6, 0.3)))
-    assert bad['decision'] == analyze.ROLLBACK
-    assert any('agrees with stable on 60.0%' in f for f in bad['failures'])
+    assert bad.decision == analyze.ROLLBACK
+    assert any('agrees with stable on 60.0%' in f for f in bad.failures)
 
 
 def test_no_canary_is_an_error(policy):

@@ -57,8 +57,8 @@ def test_set_traffic_prints_before_and_after(staged_root, capsys):
     assert "wrote:  rollout.json, kserve/inferenceservice.yaml" in out
     assert "unchanged: models.config" in out
     status = control.RolloutController(staged_root, "taxi").status()
-    assert status["canary_traffic_percent"] == 25
-    assert status["last_event"]["reason"] == "ramp"
+    assert status.canary_traffic_percent == 25
+    assert status.last_event["reason"] == "ramp"
 
 
 @pytest.mark.parametrize("percent", ["-1", "101", "abc", "12.5"])
@@ -121,7 +121,7 @@ def test_repair_subcommand(staged_root, capsys):
         handle.write("")
     run(["rollout", "repair", "--serving-root", staged_root])
     assert "models.config: rewritten" in capsys.readouterr().out
-    assert controller.status()["in_sync"]
+    assert controller.status().in_sync
 
 
 def test_help_texts_exist(capsys):

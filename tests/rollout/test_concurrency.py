@@ -221,16 +221,16 @@ def test_two_processes_staging_concurrently(tmp_path):
         with open(pb) as handle:
             assert handle.read() == event["reason"]
     status = control.RolloutController(serving_root, "taxi").status()
-    assert status["in_sync"], status["problems"]
-    assert (status["stable_version"], status["canary_version"]) == (
+    assert status.in_sync, status.problems
+    assert (status.stable_version, status.canary_version) == (
         1, 2 * count)
     # Neither model's models.config entry was lost to the other's writes.
     config = tfserving.read_config(tfserving.config_path(serving_root))
     assert sorted(c.name for c in config.model_config_list.config) == [
         "fraud", "taxi"]
     fraud = control.RolloutController(serving_root, "fraud").status()
-    assert fraud["in_sync"], fraud["problems"]
-    assert (fraud["stable_version"], fraud["canary_version"]) == (1, count)
+    assert fraud.in_sync, fraud.problems
+    assert (fraud.stable_version, fraud.canary_version) == (1, count)
 
 
 # Widens the read-modify-write window of models.config so that, without the
@@ -259,4 +259,4 @@ def test_models_sharing_models_config_do_not_lose_entries(tmp_path):
     assert sorted(c.name for c in config.model_config_list.config) == models
     for model in models:
         status = control.RolloutController(serving_root, model).status()
-        assert status["in_sync"], status["problems"]
+        assert status.in_sync, status.problems

@@ -1,5 +1,6 @@
 """RolloutController end to end: files on disk, errors, crashes, audit."""
 
+import dataclasses
 import json
 import os
 
@@ -37,18 +38,32 @@ def predictor(controller):
         return yaml.safe_load(handle)["spec"]["predictor"]
 
 
+def test_results_are_frozen_and_a_misspelt_field_fails_loudly(controller, make_model):
+    """A typo in a result key once silently disabled a CanaryPusher check."""
+    result = controller.stage(make_model())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.version = 7
+    with pytest.raises(AttributeError):
+        result.versoin  # noqa: B018  (the typo is the point)
+    # The deprecated subscript access takes field names only: no silent None.
+    assert (result["version"], result["after"]["stable"]) == (1, 1)
+    with pytest.raises(KeyError):
+        result["versoin"]  # noqa: B018
+    assert not hasattr(result, "get")
+
+
 def test_full_lifecycle_keeps_all_files_in_sync(controller, make_model):
     result = controller.stage(make_model(), reason="first model")
-    assert result["event"] == "staged_stable" and result["version"] == 1
+    assert result.event == "staged_stable" and result.version == 1
     assert served(controller)[:2] == ([1], {"stable": 1})
     assert predictor(controller)["model"]["storageUri"] == (
         "gs://bucket/serving/taxi/1")
 
     result = controller.stage(make_model(), canary_percent=10,
                               metrics={"auc": 0.9})
-    assert result["before"]["canary"] is None
-    assert result["after"] == {"phase": "canary", "stable": 1, "canary": 2,
-                               "traffic": 10}
+    assert result.before.canary is None
+    assert dataclasses.asdict(result.after) == {"phase": "canary", "stable": 1,
+                                                "canary": 2, "traffic": 10}
     assert served(controller)[:2] == ([1, 2], {"stable": 1, "canary": 2})
     assert predictor(controller)["canaryTrafficPercent"] == 10
 
@@ -68,9 +83,9 @@ def test_full_lifecycle_keeps_all_files_in_sync(controller, make_model):
     assert predictor(controller)["model"]["storageUri"].endswith("/taxi/1")
 
     status = controller.status()
-    assert status["in_sync"], status["problems"]
-    assert status["staged_versions"] == [1, 2]
-    assert status["last_event"]["event"] == "rolled_back"
+    assert status.in_sync, status.problems
+    assert status.staged_versions == [1, 2]
+    assert status.last_event["event"] == "rolled_back"
     assert [e["event"] for e in data["history"]] == [
         "staged_stable", "staged_canary", "traffic_changed", "promoted"]
     text = control.format_status(status)
@@ -118,7 +133,7 @@ def test_commands_on_a_never_staged_model_create_nothing(serving_root):
     with pytest.raises(RolloutError, match="not staged"):
         controller.rollback(to_version=1)
     assert not os.path.exists(serving_root)
-    assert controller.status()["phase"] == "empty"
+    assert controller.status().phase == "empty"
 
 
 def test_corrupted_rollout_json_blocks_every_command(
@@ -167,7 +182,7 @@ def test_leftovers_of_a_killed_stage_are_cleaned_up(
         canary_live, make_model, serving_root):
     leftover = os.path.join(serving_root, "taxi", ".staging-3-999999")
     os.makedirs(leftover)
-    assert canary_live.stage(make_model())["version"] == 3
+    assert canary_live.stage(make_model()).version == 3
     assert not os.path.exists(leftover)
 
 
@@ -178,13 +193,13 @@ def test_prune_keeps_stable_and_canary(controller, make_model, serving_root):
     controller.set_traffic(30)
     assert staging.list_versions(serving_root, "taxi") == [1, 4, 5]
     result = controller.stage(make_model(), keep=2)
-    assert result["pruned"] == [4]
+    assert result.pruned == [4]
     assert staging.list_versions(serving_root, "taxi") == [1, 5, 6]
     controller.promote()
     result = controller.stage(make_model(), keep=1)  # v7: stable 6, canary 7
     assert staging.list_versions(serving_root, "taxi") == [6, 7]
     # Numbers keep growing although v2..v4 are gone.
-    assert controller.stage(make_model())["version"] == 8
+    assert controller.stage(make_model()).version == 8
 
 
 def test_missing_version_dir_is_an_error(canary_live, serving_root):
@@ -195,19 +210,19 @@ def test_missing_version_dir_is_an_error(canary_live, serving_root):
     assert "stable version 1 is missing" in str(info.value)
     assert "rollback --to" in str(info.value)
     assert snapshot_tree(serving_root) == before
-    assert not canary_live.status()["in_sync"]
+    assert not canary_live.status().in_sync
     # The way out: serve a version that exists.
     canary_live.rollback(to_version=2)
-    assert canary_live.status()["in_sync"]
+    assert canary_live.status().in_sync
 
 
 def test_missing_canary_dir_can_be_withdrawn(canary_live, serving_root):
     staging.remove_version(serving_root, "taxi", 2)
-    [problem] = canary_live.status()["problems"]
+    [problem] = canary_live.status().problems
     assert "canary version 2 is missing" in problem
     assert "`tfx-canary rollout rollback`" in problem
     canary_live.rollback()
-    assert canary_live.status()["in_sync"]
+    assert canary_live.status().in_sync
 
 
 def test_status_reports_drift_and_repair_fixes_it(canary_live):
@@ -215,15 +230,16 @@ def test_status_reports_drift_and_repair_fixes_it(canary_live):
         handle.write("model_config_list {}\n")
     os.remove(canary_live.manifest_path)
     status = canary_live.status()
-    assert not status["in_sync"]
+    assert not status.in_sync
     assert any("models.config" in p and "repair" in p
-               for p in status["problems"])
+               for p in status.problems)
     result = canary_live.repair()
     # The manifest prefix is known from the controller here.
-    assert result["files"] == {"models_config": True, "kserve_manifest": True}
-    assert canary_live.status()["in_sync"]
-    assert canary_live.repair()["files"] == {"models_config": False,
-                                             "kserve_manifest": False}
+    assert dataclasses.asdict(result.files) == {"models_config": True,
+                                                "kserve_manifest": True}
+    assert canary_live.status().in_sync
+    assert dataclasses.asdict(canary_live.repair().files) == {"models_config": False,
+                                                              "kserve_manifest": False}
 
 
 def test_recorded_prefix_and_base_path_are_reused(serving_root, make_model):
@@ -237,7 +253,7 @@ def test_recorded_prefix_and_base_path_are_reused(serving_root, make_model):
     operator.promote()
     assert served(operator) == ([2], {"stable": 2}, "/models/taxi")
     assert predictor(operator)["model"]["storageUri"] == "s3://models/taxi/2"
-    assert operator.status()["in_sync"]
+    assert operator.status().in_sync
 
 
 def test_record_not_pushed_keeps_serving_unchanged(canary_live, serving_root):
@@ -265,7 +281,7 @@ def test_transitions_are_audited_and_linked(
     controller.stage(make_model())
     controller.stage(make_model())
     result = controller.promote(reason="looks good")
-    assert result["audit"]["error"] is None
+    assert result.audit.error is None
     rows = audit.transitions(store, "taxi")
     assert [(r["event"], r["pushed_model_artifact_id"]) for r in rows] == [
         ("staged_stable", pushed[1]), ("staged_canary", pushed[2]),
@@ -284,12 +300,12 @@ def test_missing_audit_records_are_back_filled(
         metadata_connection_config=audit.sqlite_connection_config(
             str(tmp_path / "no" / "such" / "dir.sqlite"), create=False))
     result = broken.stage(make_model())
-    assert "recording it in ML Metadata failed" in result["audit"]["error"]
-    assert broken.status()["canary_version"] == 2  # the change still applied
+    assert "recording it in ML Metadata failed" in result.audit.error
+    assert broken.status().canary_version == 2  # the change still applied
     controller = control.RolloutController(
         serving_root, "taxi", metadata_connection_config=config)
     controller.set_traffic(20)
     rows = audit.transitions(audit.connect(config), "taxi")
     assert [r["event"] for r in rows] == [
         "staged_stable", "staged_canary", "traffic_changed"]
-    assert controller.repair()["audit"]["execution_ids"] == []
+    assert controller.repair().audit.execution_ids == []

@@ -308,8 +308,8 @@ def test_kill_during_stage_copy(tmp_path, existing):
     # The number the dead child picked was never published, so the next
     # stage may take it; it succeeds without waiting for any lock.
     result = controller(serving_root).stage(make_big_model(tmp_path, "next"))
-    assert result["version"] == version
-    assert result["after"]["stable" if not existing else "canary"] == version
+    assert result.version == version
+    assert getattr(result.after, "stable" if not existing else "canary") == version
     status_now = status(tmp_path, serving_root)
     assert status_now["in_sync"], status_now["problems"]
     assert status_now["staged_versions"] == list(range(1, version + 1))
@@ -345,7 +345,7 @@ def test_kill_after_publishing_before_rollout_json(tmp_path):
 
     repair(tmp_path, serving_root)
     result = controller(serving_root).stage(make_big_model(tmp_path, "next"))
-    assert result["version"] == 3
+    assert result.version == 3
     status_now = status(tmp_path, serving_root)
     assert status_now["in_sync"], status_now["problems"]
     assert (status_now["stable_version"], status_now["canary_version"]) == (
@@ -493,7 +493,7 @@ def test_kill_during_transition(tmp_path, command, args, point, saved, stale,
         result = after_repair.rollback(to_version=1)
     else:
         result = after_repair.promote()
-    assert result["after"]["stable"] in (1, 2)
+    assert result.after.stable in (1, 2)
     status_now = status(tmp_path, serving_root)
     assert status_now["in_sync"], status_now["problems"]
 

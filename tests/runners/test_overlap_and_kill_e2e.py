@@ -102,7 +102,7 @@ def test_kill_9_during_trainer_then_rerun_stages_a_loadable_model(tmp_path):
     assert 'blessed        : yes' in rerun.stdout, rerun.stdout
     controller = control.RolloutController(str(ws / 'serving'), MODEL)
     status = controller.status()
-    assert (status['stable_version'], status['in_sync']) == (1, True), status
+    assert (status.stable_version, status.in_sync) == (1, True), status
     import tensorflow as tf
     loaded = tf.saved_model.load(str(ws / 'serving' / MODEL / '1'))
     assert {'serving_default', 'predict_raw'} <= set(loaded.signatures)
