@@ -24,7 +24,7 @@ install: $(STAMP)
 $(STAMP): requirements/lock.txt setup.py
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v in ((3, 10), (3, 11)) else "tfx-canary needs Python 3.10 or 3.11 (the TFX 1.16 stack); found %d.%d at $(PYTHON). Run: make PYTHON=/path/to/python3.11" % v)'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "Installing the pinned TFX 1.16 stack into $(VENV) (about 2-3 minutes the first time)..."
+	@echo "Installing the pinned TFX 1.16 stack into $(VENV) (5-7 minutes the first time on 2 cores)..."
 	@# tfx and ml-pipelines-sdk 1.16.0 declare Requires-Python <3.11 although all their
 	@# compiled dependencies ship cp311 wheels, hence --ignore-requires-python.
 	$(BIN)/pip install --quiet --disable-pip-version-check --ignore-requires-python -r requirements/lock.txt 2>&1 | { $(PIP_QUIET); }

@@ -58,6 +58,20 @@ BASELINE_SOURCE = 'baseline_source'          # human-readable: where the choice 
 BASELINE_URI = 'baseline_uri'                # the staged version directory that was copied
 BASELINE_FINGERPRINT = 'baseline_fingerprint'  # rollout.staging.saved_model_fingerprint
 
+# ExampleStatistics from the BaselineModel step: the stable version's
+# training statistics (components/baseline/statistics.py).
+HAS_STATISTICS = 'has_statistics'            # 1 = statistics inside, 0 = none
+STATISTICS_VERSION = BASELINE_VERSION        # the stable version they belong to, 0 = none
+STATISTICS_SPAN = 'baseline_span'            # the span(s) it was trained on, in words
+STATISTICS_NOTE = 'statistics_note'          # why there are none, or where they came from
+
+# ExampleAnomalies from the DriftGate (components/drift_gate): its verdict.
+DRIFT_CHECKED = 'drift_checked'              # 1 = compared with a baseline, 0 = nothing to compare
+DRIFT_SPAN = 'drift_span'                    # the new data, in words
+DRIFT_BASELINE = 'drift_baseline'            # what it was compared with, in words
+DRIFTED_FEATURES = 'drifted_features'        # comma-separated, blocking or allowed
+DRIFT_NOTE = 'drift_note'                    # why nothing was compared, if so
+
 # ------------------------------------------------------------ rollout executions
 
 # Properties of a ROLLOUT_EXECUTION: the state the event left behind.

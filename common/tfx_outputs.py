@@ -223,3 +223,43 @@ def anomalies_by_split(anomalies_uri):
         if found is not None:
             result[os.path.basename(split_dir.rstrip('/'))[len(SPLIT_PREFIX):]] = found
     return result
+
+
+# ---------------------------------------------------------------- TFDV drift
+
+# Anomaly types meaning "too far from the previous statistics" (the schema's
+# drift_comparators), by name: no proto import needed to define them.
+DRIFT_ANOMALY_TYPES = ('COMPARATOR_L_INFTY_HIGH', 'COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH',
+                       'COMPARATOR_NORMALIZED_ABSOLUTE_DIFFERENCE_HIGH')
+_MEASURE_NAMES = {'L_INFTY': 'L-infinity distance',
+                  'JENSEN_SHANNON_DIVERGENCE': 'Jensen-Shannon divergence',
+                  'NORMALIZED_ABSOLUTE_DIFFERENCE': 'normalized absolute difference'}
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftMeasurement:
+    """One feature's distance from the previous statistics, as TFDV measured it."""
+    feature: str
+    measure: str        # e.g. 'Jensen-Shannon divergence'
+    distance: float
+    threshold: float    # the schema's drift_comparator threshold
+    drifted: bool       # TFDV flagged it (distance above the threshold)
+
+
+def drift_measurements(anomalies) -> List[DriftMeasurement]:
+    """Every drift distance in a TFDV Anomalies proto (drift_skew_info), by feature."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    info_type = anomalies_pb2.AnomalyInfo.Type
+    drift_types = {info_type.Value(name) for name in DRIFT_ANOMALY_TYPES}
+    drifted = {name for name, info in anomalies.anomaly_info.items()
+               if any(r.type in drift_types for r in info.reason)}
+    measure_type = anomalies_pb2.DriftSkewInfo.Measurement.Type
+    found = []
+    for info in anomalies.drift_skew_info:
+        name = '.'.join(info.path.step)
+        for m in info.drift_measurements:
+            found.append(DriftMeasurement(
+                feature=name, measure=_MEASURE_NAMES.get(measure_type.Name(m.type), 'distance'),
+                distance=float(m.value), threshold=float(m.threshold), drifted=name in drifted))
+    return sorted(found, key=lambda m: m.feature)

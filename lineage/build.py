@@ -6,6 +6,7 @@ releases within a `schema_version`; ids are the store's own (they differ
 between two copies of the same history, everything else does not).
 """
 
+import dataclasses
 import datetime
 import json
 import os
@@ -13,6 +14,7 @@ import re
 
 from common import locations
 from common import mlmd_names as names
+from common import tfx_outputs
 from common.mlmd import value_of
 from lineage import files
 from lineage.errors import LineageError, NotFoundError
@@ -407,7 +409,38 @@ def _data_check_records(queries, examples_id, run, warnings):
                 gate_record['allowed_anomalies'] = [a for a in (allowed or '').split(',') if a]
                 gate_record['passed'] = gate.last_known_state in (
                     Execution.COMPLETE, Execution.CACHED)
-    return stats_record, anomalies_record, gate_record
+    drift_record = (_drift_record(graph, statistics, run, warnings)
+                    if statistics is not None else None)
+    return stats_record, anomalies_record, gate_record, drift_record
+
+
+def _drift_record(graph, statistics, run, warnings):
+    """The DriftGate's verdict on these statistics: what it compared with, each distance."""
+    gate = _pick_in_run(graph.consumers(statistics.id, 'DriftGate'), graph, run)
+    if gate is None:
+        return None
+    record = _execution_ref(graph, gate)
+    record['passed'] = gate.last_known_state in (Execution.COMPLETE, Execution.CACHED)
+    allowed = value_of(gate, 'allowed_drift')
+    record['allowed_drift'] = [a for a in (allowed or '').split(',') if a]
+    output = (graph.outputs(gate.id, 'drift') or [None])[0]
+    if output is None:
+        return record
+    record['checked'] = value_of(output, names.DRIFT_CHECKED) == 1
+    for key, name in (('span', names.DRIFT_SPAN), ('baseline', names.DRIFT_BASELINE),
+                      ('note', names.DRIFT_NOTE)):
+        record[key] = value_of(output, name)
+    record['features'] = None
+    if record['checked']:
+        by_split = tfx_outputs.anomalies_by_split(output.uri)
+        if not by_split:
+            warnings.append(f'drift distances not found under {output.uri}')
+        else:
+            record['features'] = [
+                {**dataclasses.asdict(m), 'split': split}
+                for split, anomalies in sorted(by_split.items())
+                for m in tfx_outputs.drift_measurements(anomalies)]
+    return record
 
 
 def _schema_record(queries, graph, schema):
@@ -553,9 +586,10 @@ def show(queries, model_name, serving_root, version=None, role=None, artifact_id
         transform_record['transformed_examples'] = _artifact_ref(trainer_inputs.get('examples'))
     examples_record = _examples_record(graph, raw_examples)
     run = trainer_record['run'] if trainer_record else None
-    stats = anomalies = gate = None
+    stats = anomalies = gate = drift = None
     if raw_examples is not None:
-        stats, anomalies, gate = _data_check_records(queries, raw_examples.id, run, warnings)
+        stats, anomalies, gate, drift = _data_check_records(queries, raw_examples.id, run,
+                                                            warnings)
         if stats and examples_record is not None:
             examples_record['splits'] = stats.get('splits')
     evaluation = _evaluation_record(graph, pusher, model_id, versions, warnings)
@@ -575,6 +609,7 @@ def show(queries, model_name, serving_root, version=None, role=None, artifact_id
         'schema': _schema_record(queries, graph, trainer_inputs.get('schema')),
         'anomalies': anomalies,
         'validation_gate': gate,
+        'drift': drift,
         'evaluation': evaluation,
         'rollout_events': _rollout_records(queries, model_name, pushed, this_version),
         'warnings': warnings,

@@ -33,7 +33,7 @@ _INPUT_EVENTS = (Event.INPUT, Event.DECLARED_INPUT)
 UPSTREAM_HOPS = 12
 # Examples -> StatisticsGen -> statistics -> ExampleValidator -> anomalies -> gate.
 DATA_CHECK_HOPS = 5
-DATA_CHECK_TYPES = ('StatisticsGen', 'ExampleValidator', 'ValidationGate')
+DATA_CHECK_TYPES = ('StatisticsGen', 'ExampleValidator', 'ValidationGate', 'DriftGate')
 # MLMD caps the starting nodes of one lineage query (it silently keeps 101).
 MAX_STARTING_NODES = 100
 # Only fetch what is read: the Python client fetches types with extra calls.

@@ -242,6 +242,22 @@ def serving_state_line(state, model_name):
     return text
 
 
+def _drift_node(drift):
+    """DriftGate: passed or blocked, against what, and each feature's distance."""
+    verdict = 'passed' if drift.get('passed') else 'blocked (%s)' % drift.get('state')
+    title = f'DriftGate execution {drift["execution_id"]}  {verdict}'
+    if not drift.get('checked'):
+        return _Node(title, [_kv('not compared', drift.get('note') or 'no baseline statistics')])
+    lines = [_kv('compared', f'{drift.get("span")} vs. {drift.get("baseline")}'),
+             _kv('allowed', ', '.join(drift.get('allowed_drift') or []) or 'none')]
+    for f in drift.get('features') or []:
+        lines.append(f'{f["feature"]}: {f["measure"]} {f["distance"]:.4f} '
+                     f'(threshold {f["threshold"]:.2f}) {"DRIFTED" if f["drifted"] else "ok"}')
+    if drift.get('features') is None:
+        lines.append('distances: not readable (files missing)')
+    return _Node(title, lines)
+
+
 def show_text(record, show_slices=True, unicode_ok=None):
     """The readable tree of one `lineage show` record."""
     g = _glyphs(unicode_ok)
@@ -340,6 +356,9 @@ def show_text(record, show_slices=True, unicode_ok=None):
                 f'ValidationGate execution {gate["execution_id"]}  '
                 f'{"passed" if gate.get("passed") else "blocked (" + gate["state"] + ")"}',
                 [_kv('allowed', allowed)]))
+        drift = record.get('drift')
+        if drift:
+            ex_node.children.append(_drift_node(drift))
         model_node.children.append(ex_node)
 
     evaluation = record.get('evaluation')

@@ -11,15 +11,16 @@ from absl import logging
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
+from common import mlmd_names as names
 from rollout import training_data
 
 OUTPUT_KEY = 'statistics'
 
 # Custom properties of the statistics artifact (read by the drift gate).
-HAS_STATISTICS = 'has_statistics'      # 1 = statistics inside, 0 = none (see STATISTICS_NOTE)
-STATISTICS_VERSION = 'baseline_version'  # the stable version they belong to, 0 = none
-STATISTICS_SPAN = 'baseline_span'      # the span(s) that version was trained on, in words
-STATISTICS_NOTE = 'statistics_note'    # why there are none, or where they came from
+HAS_STATISTICS = names.HAS_STATISTICS
+STATISTICS_VERSION = names.STATISTICS_VERSION
+STATISTICS_SPAN = names.STATISTICS_SPAN
+STATISTICS_NOTE = names.STATISTICS_NOTE
 
 
 def emit(statistics_artifact, serving_root, model_name, baseline):
@@ -61,11 +62,11 @@ def span_words(examples) -> str:
     """
     if examples is None:
         return 'the new span'
-    if examples.has_custom_property('span_range') and examples.get_string_custom_property(
-            'span_range'):
-        return 'spans %s' % examples.get_string_custom_property('span_range')
-    if examples.has_custom_property('span'):
-        return 'span %d' % examples.get_int_custom_property('span')
+    if examples.has_custom_property(names.SPAN_RANGE) and examples.get_string_custom_property(
+            names.SPAN_RANGE):
+        return 'spans %s' % examples.get_string_custom_property(names.SPAN_RANGE)
+    if examples.has_custom_property(names.SPAN):
+        return 'span %d' % examples.get_int_custom_property(names.SPAN)
     return 'span %d' % examples.span
 
 

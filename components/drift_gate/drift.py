@@ -7,23 +7,9 @@ and reports every measured distance in `drift_skew_info`, drifted or not.
 The thresholds are the schema's: this module adds none of its own.
 """
 import dataclasses
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple, Optional
 
-from tensorflow_metadata.proto.v0 import anomalies_pb2
-
-# The anomaly types that mean "too far from the baseline". Other anomalies
-# (the schema's own checks) are ExampleValidator's and ValidationGate's job.
-DRIFT_TYPES = frozenset((
-    anomalies_pb2.AnomalyInfo.COMPARATOR_L_INFTY_HIGH,
-    anomalies_pb2.AnomalyInfo.COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH,
-    anomalies_pb2.AnomalyInfo.COMPARATOR_NORMALIZED_ABSOLUTE_DIFFERENCE_HIGH,
-))
-MEASURE_NAMES = {
-    anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY: 'L-infinity distance',
-    anomalies_pb2.DriftSkewInfo.Measurement.JENSEN_SHANNON_DIVERGENCE: 'Jensen-Shannon divergence',
-    anomalies_pb2.DriftSkewInfo.Measurement.NORMALIZED_ABSOLUTE_DIFFERENCE:
-        'normalized absolute difference',
-}
+from common import tfx_outputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,20 +66,13 @@ def compare(statistics, baseline_statistics, schema, span: str, baseline: str,
 
 
 def result_from(anomalies, span: str, baseline: str, allowed: Sequence[str] = ()) -> DriftResult:
-    """The DriftResult recorded in a TFDV Anomalies proto (also: lineage)."""
+    """The DriftResult recorded in a TFDV Anomalies proto."""
     allowed = set(allowed)
-    drifted = {name for name, info in anomalies.anomaly_info.items()
-               if any(r.type in DRIFT_TYPES for r in info.reason)}
-    features = []
-    for info in anomalies.drift_skew_info:
-        name = '.'.join(info.path.step)
-        for m in info.drift_measurements:
-            features.append(FeatureDrift(
-                feature=name, measure=MEASURE_NAMES.get(m.type, 'distance'),
-                distance=float(m.value), threshold=float(m.threshold),
-                drifted=name in drifted, allowed=name in allowed))
-    return DriftResult(span=span, baseline=baseline,
-                       features=tuple(sorted(features, key=lambda f: f.feature)))
+    features = tuple(FeatureDrift(feature=m.feature, measure=m.measure, distance=m.distance,
+                                  threshold=m.threshold, drifted=m.drifted,
+                                  allowed=m.feature in allowed)
+                     for m in tfx_outputs.drift_measurements(anomalies))
+    return DriftResult(span=span, baseline=baseline, features=features)
 
 
 def unknown_allowed(allowed: Sequence[str], schema) -> Optional[str]:

@@ -6,20 +6,21 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
+from common import mlmd_names as names
+from common.errors import TfxCanaryError
+from common.tfx_outputs import ANOMALIES_FILE
 from components.baseline import statistics as baseline_statistics
 from components.drift_gate import drift
-from common.errors import TfxCanaryError
+from rollout.training_data import STATISTICS_FILE
 
 DEFAULT_SPLIT = 'train'
-STATISTICS_FILE = 'FeatureStats.pb'   # What StatisticsGen writes per split.
-ANOMALIES_FILE = 'SchemaDiff.pb'      # The file name ExampleValidator uses, so readers are shared.
 
-# Custom properties of the `drift` output (read by lineage and the run summary).
-DRIFT_CHECKED = 'drift_checked'        # 1 = compared with a baseline, 0 = nothing to compare with
-DRIFT_SPAN = 'drift_span'              # the new data, in words
-DRIFT_BASELINE = 'drift_baseline'      # what it was compared with, in words
-DRIFTED_FEATURES = 'drifted_features'  # comma-separated, blocking or allowed
-DRIFT_NOTE = 'drift_note'              # why nothing was compared, if so
+# Custom properties of the `drift` output (read by lineage), named in common/mlmd_names.py.
+DRIFT_CHECKED = names.DRIFT_CHECKED
+DRIFT_SPAN = names.DRIFT_SPAN
+DRIFT_BASELINE = names.DRIFT_BASELINE
+DRIFTED_FEATURES = names.DRIFTED_FEATURES
+DRIFT_NOTE = names.DRIFT_NOTE
 
 
 class DataDriftError(TfxCanaryError):

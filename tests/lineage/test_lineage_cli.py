@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 SHOW_KEYS = {'schema_version', 'kind', 'pipeline', 'model_name', 'store', 'served',
              'pushed_model', 'model', 'trainer', 'transform', 'examples', 'statistics',
-             'schema', 'anomalies', 'validation_gate', 'evaluation', 'rollout_events',
+             'schema', 'anomalies', 'validation_gate', 'drift', 'evaluation', 'rollout_events',
              'warnings'}
 
 
@@ -119,6 +119,16 @@ def test_show_canary_traces_v2_back_to_span_2(store_args, capfd, lineage_story, 
     assert record['schema']['source_file'] == SCHEMA_PATH
     assert record['schema']['features'] == len(schema.feature)
     assert record['anomalies']['count'] == 0 and record['validation_gate']['passed']
+    # The drift gate compared span 2 with what stable v1 learned from, feature by feature.
+    drift = record['drift']
+    assert drift['passed'] and drift['checked'] and drift['allowed_drift'] == []
+    assert (drift['span'], drift['baseline']) == ('span 2',
+                                                  'span 1, the data stable v1 was trained on')
+    compared = {f['feature']: f for f in drift['features']}
+    assert sorted(compared) == sorted(f.name for f in schema.feature
+                                      if f.HasField('drift_comparator'))
+    assert all(0 <= f['distance'] < f['threshold'] and not f['drifted']
+               for f in compared.values())
 
     trainer = record['trainer']
     from modules.hparams import hparams_from
@@ -156,6 +166,8 @@ def test_show_canary_traces_v2_back_to_span_2(store_args, capfd, lineage_story, 
     assert code == 0
     assert out.startswith('taxi v2: canary, 25% of traffic (stable v1)')
     for text in ('span 2', 'Trainer execution', 'Evaluator execution', 'BLESSED',
+                 'DriftGate execution', 'span 2 vs. span 1, the data stable v1 was trained on',
+                 'trip_miles: Jensen-Shannon divergence 0.',
                  'payment_type=Credit Card', 'staged_canary', 'traffic_changed',
                  'error budget ok'):
         assert text in out, text
@@ -170,6 +182,7 @@ def test_show_stable_traces_v1_back_to_span_1(store_args, capfd, lineage_story):
     assert record['examples']['splits']['train'] + record['examples']['splits']['eval'] == \
         _csv_rows(1)
     assert record['trainer']['base_model'] is None  # First model: trained from scratch.
+    assert record['drift']['checked'] is False and 'nothing serves yet' in record['drift']['note']
     evaluation = record['evaluation']
     assert evaluation['baseline'] is None and evaluation['blessed'] is True
     assert 'change vs baseline' not in {t['kind'] for t in evaluation['thresholds']}
