@@ -20,11 +20,6 @@ import sys
 from common import locations
 from lineage.errors import LineageError
 
-# Kept for callers of the old names; common/locations.py owns the layout.
-DEFAULT_SERVING_ROOT = locations.serving_root_in(locations.DEFAULT_WORKSPACE)
-DEFAULT_MODEL_NAME = locations.DEFAULT_MODEL_NAME
-DEFAULT_PIPELINE_NAME = locations.DEFAULT_PIPELINE_NAME
-
 _EPILOG = """\
 The store is the local SQLite file by default (--metadata-path, opened read
 only); --mysql-host/--mysql-database/... reads an MLMD store in MySQL or
@@ -68,7 +63,7 @@ def _common_options():
     store.add_argument('--grpc-port', type=int, default=8080, metavar='PORT',
                        help='(default: %(default)s)')
     names = common.add_argument_group('what to look at')
-    names.add_argument('--pipeline-name', default=DEFAULT_PIPELINE_NAME, metavar='NAME',
+    names.add_argument('--pipeline-name', default=locations.DEFAULT_PIPELINE_NAME, metavar='NAME',
                        help='pipeline whose runs to read (default: %(default)s)')
     return common
 

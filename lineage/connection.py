@@ -21,7 +21,6 @@ from common import locations
 from common import mlmd
 from lineage.errors import StoreUnavailableError
 
-DEFAULT_METADATA_PATH = locations.metadata_path_in(locations.DEFAULT_WORKSPACE)
 DEFAULT_MYSQL_PORT = 3306
 DEFAULT_GRPC_PORT = 8080
 # A gRPC call to a host that drops packets would otherwise wait forever.
@@ -35,7 +34,8 @@ def sqlite_config(path):
         raise StoreUnavailableError(
             f'ML Metadata store {path} does not exist: pass --workspace or '
             f'--metadata-path with the metadata.sqlite of a pipeline workspace '
-            f'(default ./{DEFAULT_METADATA_PATH}), or --mysql-host / --grpc-host')
+            f'(default ./{locations.metadata_path_in(locations.DEFAULT_WORKSPACE)}), or '
+            f'--mysql-host / --grpc-host')
     return mlmd.sqlite_config(path, mlmd.READ_ONLY)
 
 

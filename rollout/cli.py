@@ -18,11 +18,6 @@ from rollout import kserve
 from rollout import tfserving
 from rollout.errors import RolloutError
 
-# Kept for callers of the old names; common/locations.py owns the layout.
-DEFAULT_SERVING_ROOT = locations.serving_root_in(locations.DEFAULT_WORKSPACE)
-DEFAULT_MODEL_NAME = locations.DEFAULT_MODEL_NAME
-DEFAULT_METADATA_PATH = locations.metadata_path_in(locations.DEFAULT_WORKSPACE)
-
 _EPILOG = """\
 Traffic split: the canary gets PERCENT of requests and stable the rest.
 Every change updates rollout.json (source of truth), models.config (TF

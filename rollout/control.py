@@ -27,8 +27,6 @@ logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
 CONFIG_LOCK_FILE = ".models.config.lock"
-DEFAULT_CANARY_PERCENT = 10
-DEFAULT_KEEP = 5
 # `stage(expect_stable=ANY_STABLE)`: stage whatever serves as stable.
 ANY_STABLE = object()
 
@@ -173,8 +171,9 @@ class RolloutController:
 
     # ------------------------------------------------------------ mutating
 
-    def stage(self, src_dir, canary_percent=DEFAULT_CANARY_PERCENT,
-              validate=None, reason="", metrics=None, keep=DEFAULT_KEEP,
+    def stage(self, src_dir, canary_percent=state_mod.DEFAULT_CANARY_PERCENT,
+              validate=None, reason="", metrics=None,
+              keep=staging.DEFAULT_KEEP_VERSIONS,
               actor=None, expect_stable=ANY_STABLE, training_data=None):
         """Stage the SavedModel in `src_dir` as the next version.
 

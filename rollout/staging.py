@@ -19,6 +19,11 @@ from rollout import kserve
 from rollout import training_data as training_data_lib
 from rollout.errors import RolloutError
 
+# How many of the newest versions stay on disk (PipelineConfig.keep_versions);
+# stable and canary are kept on top, however old, so 1 is a safe minimum.
+DEFAULT_KEEP_VERSIONS = 5
+MIN_KEEP_VERSIONS = 1
+
 STAGING_PREFIX = ".staging-"
 DELETING_PREFIX = ".deleting-"
 
@@ -159,11 +164,12 @@ def clean_stale_temp_dirs(serving_root, model_name):
 
 
 def check_keep(keep):
-    """Return `keep` if it is an int >= 1, else raise RolloutError."""
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+    """Return `keep` if it is an int >= MIN_KEEP_VERSIONS, else raise RolloutError."""
+    if (isinstance(keep, bool) or not isinstance(keep, int)
+            or keep < MIN_KEEP_VERSIONS):
         raise RolloutError(
-            f"keep must be a whole number >= 1 (how many newest versions to "
-            f"keep on disk), got {keep!r}")
+            f"keep must be a whole number >= {MIN_KEEP_VERSIONS} (how many "
+            f"newest versions to keep on disk), got {keep!r}")
     return keep
 
 

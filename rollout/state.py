@@ -24,6 +24,9 @@ from rollout.errors import RolloutError
 
 FORMAT_VERSION = 1
 PHASES = ("empty", "stable", "canary")
+# The traffic a newly staged canary starts with, unless told otherwise
+# (PipelineConfig.canary_traffic_percent, `tfx-canary run --canary-percent`).
+DEFAULT_CANARY_PERCENT = 10
 BACKUP_SUFFIX = ".bak"
 
 _FIELDS = {

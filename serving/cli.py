@@ -11,10 +11,6 @@ from common import locations
 from common.cli import HelpFormatter
 from common.errors import TfxCanaryError
 
-# Kept for callers of the old names; common/locations.py owns the layout.
-DEFAULT_WORKSPACE = locations.DEFAULT_WORKSPACE
-DEFAULT_SERVING_ROOT = locations.serving_root_in(DEFAULT_WORKSPACE)
-DEFAULT_CAPTURE_DIR = locations.capture_dir_in(DEFAULT_WORKSPACE)
 # The request-time column `serve` fills in when a client does not send it.
 TIMESTAMP_COLUMN = 'trip_start_timestamp'
 
