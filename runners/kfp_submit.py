@@ -9,6 +9,7 @@ host and what to do.
 import contextlib
 import datetime
 import io
+import json
 import os
 import time
 import urllib.error
@@ -51,8 +52,24 @@ def read_token(token_file=None):
     return token
 
 
-def explain_status(host, status, action):
-    """One line for an HTTP error status from the KFP API."""
+def server_message(body):
+    """The API server's own error message from an error response body, if any."""
+    try:
+        parsed = json.loads(body or '')
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    message = parsed.get('message') or parsed.get('error')
+    return ' '.join(str(message).split())[:300] if message else None
+
+
+def explain_status(host, status, action, detail=None):
+    """One line for an HTTP error status from the KFP API (`detail`: the
+    server's own message, shown for requests it refused as invalid)."""
+    if status == 400:
+        return ('KFP at %s refused %s with HTTP 400%s: fix the request (see the message) and '
+                'retry' % (host, action, ': %s' % detail if detail else ''))
     if status in (401, 403):
         return ('KFP at %s rejected %s with HTTP %d: the credentials are missing or invalid; '
                 'pass --token-file or set $%s to a file with a valid bearer token'
@@ -132,14 +149,15 @@ def typed_params(spec, params):
 
 
 @contextlib.contextmanager
-def _api_errors(host, action):
+def api_errors(host, action):
     """Turns kfp_server_api / urllib3 failures into one clear KfpSubmitError."""
     import kfp_server_api
     import urllib3
     try:
         yield
     except kfp_server_api.ApiException as e:
-        raise KfpSubmitError(explain_status(host, e.status or 0, action)) from None
+        raise KfpSubmitError(explain_status(host, e.status or 0, action,
+                                            server_message(e.body))) from None
     except urllib3.exceptions.HTTPError as e:
         raise KfpSubmitError(unreachable(host, e)) from None
 
@@ -150,7 +168,7 @@ def make_client(host, token=None, namespace=None, ui_host=None):
     import kfp
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', FutureWarning)  # "only works with KFP >= 2.0.0-beta.2"
-        with _api_errors(host, 'the client set-up'), contextlib.redirect_stdout(io.StringIO()):
+        with api_errors(host, 'the client set-up'), contextlib.redirect_stdout(io.StringIO()):
             return kfp.Client(host=host, existing_token=token, namespace=namespace or 'kubeflow',
                               ui_host=ui_host)
 
@@ -163,14 +181,14 @@ def submit(client, host, package, arguments, experiment, run_name, namespace=Non
            pipeline_root=None):
     """Starts the run; returns its id. Creates the experiment if missing."""
     # The client prints its own "Experiment details:" lines; we print ours.
-    with _api_errors(host, 'creating the run'), contextlib.redirect_stdout(io.StringIO()):
+    with api_errors(host, 'creating the run'), contextlib.redirect_stdout(io.StringIO()):
         result = client.create_run_from_pipeline_package(
             package, arguments=arguments, run_name=run_name, experiment_name=experiment,
             namespace=namespace, pipeline_root=pipeline_root)
     return result.run_id
 
 
-def _state(run):
+def state_of(run):
     state = getattr(run, 'state', None)
     return str(state).upper() if state else 'PENDING'
 
@@ -181,9 +199,9 @@ def follow(client, host, run_id, timeout, poll_seconds, ui_host=None, out=print,
     started = clock()
     last = None
     while True:
-        with _api_errors(host, 'reading run %s' % run_id):
+        with api_errors(host, 'reading run %s' % run_id):
             run = client.get_run(run_id)
-        state = _state(run)
+        state = state_of(run)
         if state != last:
             out('  %6.0f s  %s' % (clock() - started, state))
             last = state
@@ -215,7 +233,7 @@ def submit_and_report(host, package, experiment, run_name=None, params=None, tok
     if not wait:
         return 0
     run = follow(client, host, run_id, timeout, poll_seconds, ui_host, out=out)
-    state = _state(run)
+    state = state_of(run)
     if state != 'SUCCEEDED':
         error = getattr(run, 'error', None)
         detail = getattr(error, 'message', None) if error else None

@@ -1,8 +1,11 @@
-"""`tfx-canary kfp compile|submit`: the same pipeline on Kubeflow Pipelines v2 and Vertex AI.
+"""`tfx-canary kfp compile|run-local|submit|schedule|runs`: the same pipeline on Kubeflow Pipelines v2 and Vertex AI.
 
     tfx-canary kfp compile --target kfp --image REGISTRY/tfx-canary:1.0 \\
         --pipeline-root gs://BUCKET/tfx-canary --serving-pvc serving --output build/pipeline.yaml
+    tfx-canary kfp run-local --package build/pipeline.yaml        # smoke-test it here first
     tfx-canary kfp submit --host http://localhost:8080 --package build/pipeline.yaml --wait
+    tfx-canary kfp schedule --host http://localhost:8080 --package build/pipeline.yaml --cron "0 3 * * *"
+    tfx-canary kfp runs --host http://localhost:8080
 
 `--target kfp` writes the YAML PipelineSpec package open-source KFP accepts;
 `--target vertex` writes the PipelineJob JSON Vertex AI Pipelines accepts.
@@ -281,12 +284,12 @@ def _add_compile_options(p):
                    help='how far AUC may fall below the baseline\'s and still bless')
     g.add_argument('--allow-anomaly', action='append', default=[], metavar='NAME',
                    help='feature name or anomaly short description to accept, repeatable')
-    g.add_argument('--gpu-count', type=int, default=k.gpu_count, help='GPUs for the Trainer (0 = CPU)')
-    gpu_types = kubeflow_configs.DEFAULT_GPU_TYPE
-    g.add_argument('--gpu-type', help='default: %s (kfp), %s (vertex)'
     g.add_argument('--allow-drift', action='append', default=[], metavar='FEATURE',
                    help='feature whose drift from the stable model\'s training data is '
                         'expected, repeatable')
+    g.add_argument('--gpu-count', type=int, default=k.gpu_count, help='GPUs for the Trainer (0 = CPU)')
+    gpu_types = kubeflow_configs.DEFAULT_GPU_TYPE
+    g.add_argument('--gpu-type', help='default: %s (kfp), %s (vertex)'
                    % (gpu_types['kfp'], gpu_types['vertex']))
     g.add_argument('--gpu-node-selector', action='append', metavar='LABEL=VALUE',
                    help='KFP: node label the Trainer needs, repeatable')
@@ -356,10 +359,112 @@ def _cmd_submit(args):
         return submit(package)
 
 
+def _cmd_run_local(args):
+    from common import locations
+    from runners import kfp_local
+    from runners.kfp_local import summary
+    from runners.kfp_local.runner import TASK_LOG
+
+    where = locations.resolve(args, infer_workspace=False)
+    run = kfp_local.run_local(args.package, where.workspace, where.serving_root,
+                              _assignments(args.param, '--param'))
+    print(summary.summarize(run).format())
+    print('  outputs        : %s (each task\'s log: <task>/%s)' % (run.run_dir,
+                                                                   TASK_LOG))
+    print('  caching        : none; kfp.local runs every task (KFP\'s cache lives in its API '
+          'server)')
+    return 0
+
+
+def _add_cluster_options(p):
+    """--host/--namespace/--token-file/--ui-host, shared by submit, schedule and runs."""
+    p.add_argument('--host', default=os.environ.get('KF_PIPELINES_ENDPOINT'),
+                   help='KFP API endpoint, e.g. http://localhost:8080 (default $KF_PIPELINES_ENDPOINT)')
+    p.add_argument('--namespace', help='multi-user KFP: your profile namespace')
+    p.add_argument('--token-file', metavar='PATH', help='file holding the bearer token')
+    p.add_argument('--ui-host', help='base URL of the KFP UI for links (default --host)')
+
+
+def _cmd_schedule(args):
+    from runners import kfp_schedule
+    kfp_schedule.schedule(
+        host=args.host, package=args.package, cron=args.cron, experiment=args.experiment,
+        name=args.name, params=_assignments(args.param, '--param'), token_file=args.token_file,
+        namespace=args.namespace, pipeline_root=args.pipeline_root,
+        max_concurrency=args.max_concurrency, catchup=args.catchup, ui_host=args.ui_host)
+    return 0
+
+
+def _cmd_runs(args):
+    from runners import kfp_schedule
+    kfp_schedule.list_runs(host=args.host, experiment=args.experiment,
+                           token_file=args.token_file, namespace=args.namespace,
+                           limit=args.limit, run_id=args.run_id, ui_host=args.ui_host)
+    return 0
+
+
+def _add_run_local(commands):
+    from common import locations
+    r = commands.add_parser(
+        'run-local', help='run a compiled package on this machine under kfp.local (smoke test)',
+        formatter_class=HelpFormatter,
+        description='Runs a package from `kfp compile` (KFP YAML or Vertex JSON) through '
+                    'kfp.local\'s orchestrator, each container command run as a process of '
+                    'this environment (no Docker). Paths the package takes from the image '
+                    '(/pipeline/...) come from this checkout; the serving volume is '
+                    '--serving-root. See docs/kubeflow.md "Smoke-test a package locally".',
+        epilog='Example: tfx-canary kfp compile --target kfp --image local/tfx-canary:dev '
+               '--pipeline-root gs://unused --serving-pvc serving --gpu-count 0 --beam-cpu 1 '
+               '--output build/p.yaml && tfx-canary kfp run-local --package build/p.yaml')
+    r.add_argument('--package', required=True, metavar='FILE',
+                   help='compiled package: *.yaml (KFP) or *.json (Vertex PipelineJob)')
+    r.add_argument('--param', action='append', metavar='NAME=VALUE',
+                   help='runtime parameter value, repeatable (e.g. data_root=DIR)')
+    locations.add_location_options(r, metadata=False, model_name=False, notes={
+        'workspace': 'task outputs and logs go to WORKSPACE/kfp-local/<run>/',
+        'serving_root': 'the folder the package\'s serving volume (its PVC, or Vertex\'s '
+                        '/gcs/ path) stands for here'})
+    r.set_defaults(func=_cmd_run_local)
+
+
+def _add_schedule_and_runs(commands):
+    from runners import kfp_schedule
+    s = commands.add_parser(
+        'schedule', help='retrain on a schedule: a KFP recurring run of a compiled package',
+        formatter_class=HelpFormatter,
+        description='Creates a KFP recurring run of the package. ' + kfp_schedule.OVERLAP_NOTE,
+        epilog='Cron: 5 fields are standard cron ("0 3 * * *" = 03:00 daily) and are sent to KFP '
+               'with a leading seconds field; 6 fields are KFP\'s own (seconds first).')
+    _add_cluster_options(s)
+    s.add_argument('--package', required=True, metavar='FILE',
+                   help='compiled KFP YAML (a schedule runs the same reviewed package every time)')
+    s.add_argument('--cron', required=True, help='when to run, e.g. "0 3 * * *"')
+    s.add_argument('--experiment', default='tfx-canary', help='created if missing')
+    s.add_argument('--name', help='recurring run name (default: PIPELINE on CRON)')
+    s.add_argument('--param', action='append', metavar='NAME=VALUE',
+                   help='runtime parameter value for every run, repeatable')
+    s.add_argument('--pipeline-root', help='override the compiled pipeline root')
+    s.add_argument('--max-concurrency', type=int, default=1,
+                   help='runs of this schedule at once; 1 because two overlapping retrains race '
+                        'for the rollout and the pusher refuses the loser anyway')
+    s.add_argument('--catchup', action='store_true',
+                   help='after a pause, start every missed run (default: only the next one)')
+    s.set_defaults(func=_cmd_schedule)
+
+    n = commands.add_parser(
+        'runs', help='list the schedules and newest runs of an experiment, or one run\'s state',
+        formatter_class=HelpFormatter)
+    _add_cluster_options(n)
+    n.add_argument('--experiment', default='tfx-canary', help='experiment to list')
+    n.add_argument('--run-id', help='show only this run')
+    n.add_argument('--limit', type=int, default=20, help='newest runs to list')
+    n.set_defaults(func=_cmd_runs)
+
+
 def add_subcommands(subparsers):
-    """Registers `kfp compile` and `kfp submit` on the tfx-canary CLI."""
+    """Registers `kfp compile|run-local|submit|schedule|runs` on the tfx-canary CLI."""
     kfp = subparsers.add_parser(
-        'kfp', help='compile for / submit to Kubeflow Pipelines v2 and Vertex AI',
+        'kfp', help='compile, smoke-test, submit and schedule on Kubeflow Pipelines v2 / Vertex AI',
         description=__doc__.split('\n\n')[0])
     commands = kfp.add_subparsers(dest='kfp_command', metavar='COMMAND')
     commands.required = True
@@ -374,14 +479,14 @@ def add_subcommands(subparsers):
     c.add_argument('--output', metavar='FILE', help='default: build/PIPELINE-TARGET.yaml|json')
     _add_compile_options(c)
     c.set_defaults(func=_cmd_compile)
+    _add_run_local(commands)
 
     s = commands.add_parser(
         'submit', help='start a run on a Kubeflow Pipelines v2 cluster',
         formatter_class=HelpFormatter,
         epilog='Token: --token-file or $KF_PIPELINES_SA_TOKEN_PATH (a file holding a bearer '
                'token); none for a port-forwarded, unauthenticated API.')
-    s.add_argument('--host', default=os.environ.get('KF_PIPELINES_ENDPOINT'),
-                   help='KFP API endpoint, e.g. http://localhost:8080 (default $KF_PIPELINES_ENDPOINT)')
+    _add_cluster_options(s)
     s.add_argument('--package', metavar='FILE',
                    help='compiled KFP YAML; without it the kfp target is compiled '
                         'from the compile options below')
@@ -389,12 +494,11 @@ def add_subcommands(subparsers):
     s.add_argument('--run-name', help='default: PIPELINE YYYY-mm-dd HH-MM-SS')
     s.add_argument('--param', action='append', metavar='NAME=VALUE',
                    help='runtime parameter value, repeatable (e.g. data_root=gs://b/taxi)')
-    s.add_argument('--namespace', help='multi-user KFP: your profile namespace')
-    s.add_argument('--token-file', metavar='PATH', help='file holding the bearer token')
-    s.add_argument('--ui-host', help='base URL of the KFP UI for the run link (default --host)')
     s.add_argument('--wait', action='store_true',
                    help='poll until the run ends; non-zero exit unless it succeeded')
     s.add_argument('--timeout', type=float, default=6 * 3600, help='--wait gives up after SECONDS')
     s.add_argument('--poll-seconds', type=float, default=20.0, help='--wait polls this often')
     _add_compile_options(s)
     s.set_defaults(func=_cmd_submit)
+
+    _add_schedule_and_runs(commands)

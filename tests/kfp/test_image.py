@@ -104,3 +104,77 @@ def test_lock_file_pins_what_the_compiler_and_executors_need():
     import kfp
     import tfx
     assert pins['tfx'] == tfx.__version__ and pins['kfp'] == kfp.__version__
+
+
+# ------------------------------------------- the Dockerfile against the package
+
+def dockerfile_instructions(text):
+    """[(INSTRUCTION, arguments)] with continuations joined and comment lines
+    dropped (Docker drops them before joining, even inside a continuation)."""
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith('#')]
+    joined, current = [], ''
+    for line in lines:
+        if line.rstrip().endswith('\\'):
+            current += line.rstrip()[:-1] + ' '
+            continue
+        current += line
+        if current.strip():
+            instruction, _, rest = current.strip().partition(' ')
+            joined.append((instruction.upper(), rest.strip()))
+        current = ''
+    return joined
+
+
+def _args(dockerfile):
+    return {k: v for k, v in (a.split('=', 1) for i, a in dockerfile_instructions(dockerfile)
+                              if i == 'ARG' and '=' in a)}
+
+
+def test_every_path_the_dockerfile_copies_exists(dockerfile):
+    copies = [a.split() for i, a in dockerfile_instructions(dockerfile) if i == 'COPY']
+    local = [c for c in copies if not c[0].startswith('--from=')]
+    assert len(local) >= 10
+    for *sources, _ in local:
+        for source in sources:
+            assert os.path.exists(os.path.join(PROJECT_ROOT, source)), (
+                'Dockerfile copies %s, which is not in the repository' % source)
+
+
+def test_the_image_runs_what_the_spec_calls(dockerfile, spec, vertex_job):
+    """Every step's command is `python -m MODULE`: the base image's `python`,
+    the interpreter the locked stack is installed into, in the image's project
+    folder; the ENTRYPOINT (Beam's harness) is never what a step runs."""
+    from pipeline import kubeflow_configs
+    instructions = dockerfile_instructions(dockerfile)
+    base = [a for i, a in instructions if i == 'FROM'][-1]
+    assert re.fullmatch(r'python:3\.11(-slim)?', base), base   # Ships `python`.
+    assert ('WORKDIR', kubeflow_configs.IMAGE_PROJECT_DIR) in instructions
+    for s in _specs(spec, vertex_job):
+        for label, container in kfp_spec.containers(s).items():
+            command = container['command']
+            assert command[:2] == ['python', '-m'], (label, command)  # Overrides ENTRYPOINT.
+            importlib.import_module(command[2])
+
+
+def test_the_beam_harness_matches_the_locked_beam_and_python(dockerfile):
+    """Dataflow/Flink/Spark workers run the image through Beam's boot binary:
+    it must come from the Beam SDK release and Python the image installs."""
+    with open(os.path.join(PROJECT_ROOT, 'requirements', 'lock.txt')) as f:
+        beam = re.search(r'^apache-beam==(\S+)$', f.read(), re.M).group(1)
+    sdk_image = _args(dockerfile)['BEAM_SDK_IMAGE']
+    assert sdk_image == 'apache/beam_python3.11_sdk:%s' % beam
+    instructions = dockerfile_instructions(dockerfile)
+    entrypoint = [a for i, a in instructions if i == 'ENTRYPOINT'][-1]
+    boot = re.fullmatch(r'\["(/opt/apache/beam/boot)"\]', entrypoint).group(1)
+    assert any(i == 'COPY' and a.startswith('--from=beam ') and boot.startswith(a.split()[-1])
+               for i, a in instructions)
+
+
+def test_run_local_sets_the_environment_the_image_sets(dockerfile):
+    """kfp run-local stands in for the image: the same ENV for every step."""
+    from runners.kfp_local.runner import IMAGE_ENV
+    env = {}
+    for instruction, args in dockerfile_instructions(dockerfile):
+        if instruction == 'ENV':
+            env.update(pair.split('=', 1) for pair in args.split())
+    assert {k: env.get(k) for k in IMAGE_ENV} == IMAGE_ENV
