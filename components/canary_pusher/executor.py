@@ -140,9 +140,9 @@ class Executor(pusher_executor.Executor):
             keep=exec_properties['keep_versions'],
             expect_stable=judged_stable(input_dict),
             training_data=_training_data(input_dict))
-        version = result['version']
-        role = 'stable' if result['after']['stable'] == version else 'canary'
-        return version, role, result['before']['stable'] if role == 'canary' else None
+        version = result.version
+        role = 'stable' if result.after.stable == version else 'canary'
+        return version, role, result.before.stable if role == 'canary' else None
 
     def _mark_stale(self, model_push, reason):
         """Blessed, but against a baseline that no longer serves: record, stage nothing."""
