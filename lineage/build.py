@@ -547,6 +547,22 @@ def _rollout_records(queries, model_name, pushed, version):
     return rows
 
 
+def _other_model_versions(queries, graph, model_id):
+    """{model id: staged version} of the warm-start and baseline models in the graph.
+
+    Only resolver-style inputs need a lookup: a BaselineModel copy names its version.
+    """
+    trainer = graph.producer(model_id, prefer_type='Trainer')
+    inputs = graph.inputs(trainer.id, 'base_model') if trainer is not None else []
+    for evaluator in graph.executions.values():
+        if is_a(evaluator, 'Evaluator'):
+            inputs += graph.inputs(evaluator.id, 'baseline_model')
+    others = sorted({a.id for a in inputs if a.id != model_id
+                     and value_of(a, names.BASELINE_VERSION) is None})
+    return {mid: max((_version_number(p) for p in pushes if _version_number(p)), default=None)
+            for mid, pushes in queries.pushes_of_models(others).items()}
+
+
 def show(queries, model_name, serving_root, version=None, role=None, artifact_id=None,
          effective_hparams=None):
     """The full lineage record of one model version (see docs/lineage.md).
@@ -566,19 +582,7 @@ def show(queries, model_name, serving_root, version=None, role=None, artifact_id
     pushed_record, pusher = _pushed_record(graph, pushed) if pushed else (None, None)
     this_version = pushed_record['version'] if pushed_record else None
 
-    trainer = graph.producer(model_id, prefer_type='Trainer')
-    evaluator_inputs = []
-    if trainer is not None:
-        evaluator_inputs += graph.inputs(trainer.id, 'base_model')
-    for evaluator in graph.executions.values():
-        if is_a(evaluator, 'Evaluator'):
-            evaluator_inputs += graph.inputs(evaluator.id, 'baseline_model')
-    # Only resolver-style inputs need a lookup: a BaselineModel copy names its version.
-    other_models = sorted({a.id for a in evaluator_inputs if a.id != model_id
-                           and value_of(a, names.BASELINE_VERSION) is None})
-    versions = {mid: max((_version_number(p) for p in pushes if _version_number(p)), default=None)
-                for mid, pushes in queries.pushes_of_models(other_models).items()}
-
+    versions = _other_model_versions(queries, graph, model_id)
     trainer_record, trainer_inputs = _trainer_record(graph, model_id, versions,
                                                      effective_hparams)
     transform_record, raw_examples = _transform_record(graph, trainer_inputs.get('transform_graph'))

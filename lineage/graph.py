@@ -55,19 +55,15 @@ def _execution(graph, ref, *extra):
                       *extra)
 
 
-def build_graph(record):
-    """The lineage graph of a `show` record, data flowing top to bottom."""
-    g = Graph()
+def _data_nodes(g, record):
+    """Examples, schema, statistics, anomalies and the gate: (examples, schema, gate)."""
     examples = record.get('examples') or {}
     ex = _artifact(g, examples, f'spans {examples["span_range"]}' if examples.get('span_range')
                    else f'span {examples.get("span")}')
-    gen = _execution(g, examples.get('produced_by'))
-    g.edge(gen, ex)
-
+    g.edge(_execution(g, examples.get('produced_by')), ex)
     schema = record.get('schema') or {}
     sc = _artifact(g, schema, f'{schema.get("features")} features')
     g.edge(_execution(g, schema.get('produced_by')), sc)
-
     stats = record.get('statistics') or {}
     st = _artifact(g, stats)
     stats_gen = _execution(g, stats.get('produced_by'))
@@ -83,7 +79,11 @@ def build_graph(record):
     gate_ref = record.get('validation_gate')
     gate = _execution(g, gate_ref, 'passed' if (gate_ref or {}).get('passed') else '')
     g.edge(an, gate)
+    return ex, sc, gate
 
+
+def _transform_nodes(g, record, ex, sc, gate):
+    """Transform and its outputs: (transform graph, transformed examples)."""
     transform = record.get('transform') or {}
     tr = _execution(g, transform)
     g.edge(ex, tr)
@@ -93,39 +93,52 @@ def build_graph(record):
     txe = _artifact(g, transform.get('transformed_examples'), 'transformed')
     g.edge(tr, tg)
     g.edge(tr, txe)
+    return tg, txe
 
+
+def _baseline_node(g, artifact):
+    return _artifact(g, artifact, f'stable v{artifact.get("version")}'
+                     if artifact.get('version') else '', kind='external')
+
+
+def _trainer_nodes(g, record, inputs):
+    """The Trainer (fed by `inputs`) and the model it made."""
     trainer = record.get('trainer') or {}
     tn = _execution(g, trainer, f'train {trainer.get("train_steps")} / eval '
                                 f'{trainer.get("eval_steps")} steps' if trainer else '')
-    for src in (txe, tg, sc):
+    for src in inputs:
         g.edge(src, tn)
     base = trainer.get('base_model')
     if base:
-        b = _artifact(g, base, f'stable v{base.get("version")}' if base.get('version') else '',
-                      kind='external')
-        g.edge(b, tn, 'warm start', dashed=True)
+        g.edge(_baseline_node(g, base), tn, 'warm start', dashed=True)
     model = _artifact(g, record.get('model'))
     g.edge(tn, model)
+    return model
 
+
+def _evaluation_nodes(g, record, model, ex):
+    """The Evaluator and its outputs: (evaluation, blessing)."""
     evaluation = record.get('evaluation') or {}
     ev = _execution(g, evaluation)
     g.edge(model, ev)
     g.edge(ex, ev)
     baseline = evaluation.get('baseline')
     if baseline:
-        b = _artifact(g, baseline, f'stable v{baseline.get("version")}'
-                      if baseline.get('version') else '', kind='external')
-        g.edge(b, ev, 'baseline', dashed=True)
+        g.edge(_baseline_node(g, baseline), ev, 'baseline', dashed=True)
     verdict = {True: 'blessed', False: 'NOT blessed'}.get(evaluation.get('blessed'), '')
     bl = _artifact(g, evaluation.get('blessing'), verdict)
     el = _artifact(g, evaluation.get('evaluation'))
     g.edge(ev, el)
     g.edge(ev, bl)
+    return el, bl
 
+
+def _push_nodes(g, record, inputs):
+    """The pusher, its PushedModel, what serves it now and its rollout events."""
     pushed = record.get('pushed_model') or {}
     pm = _artifact(g, pushed, f'v{pushed.get("version")}' if pushed.get('pushed') else 'not pushed')
     pusher = _execution(g, pushed.get('produced_by'))
-    for src in (model, el, bl):
+    for src in inputs:
         g.edge(src, pusher)
     g.edge(pusher, pm)
     served = record.get('served')
@@ -141,6 +154,16 @@ def build_graph(record):
                       event.get('actor'))
         g.edge(previous, node, 'audit' if previous == pm else '', dashed=previous != pm)
         previous = node
+
+
+def build_graph(record):
+    """The lineage graph of a `show` record, data flowing top to bottom."""
+    g = Graph()
+    ex, sc, gate = _data_nodes(g, record)
+    tg, txe = _transform_nodes(g, record, ex, sc, gate)
+    model = _trainer_nodes(g, record, (txe, tg, sc))
+    el, bl = _evaluation_nodes(g, record, model, ex)
+    _push_nodes(g, record, (model, el, bl))
     return g
 
 

@@ -8,6 +8,7 @@ import json
 import sys
 
 from common import locations
+from common import mlmd_names as names
 
 METRIC_ORDER = ('auc', 'binary_accuracy', 'example_count', 'loss')
 
@@ -258,9 +259,7 @@ def _drift_node(drift):
     return _Node(title, lines)
 
 
-def show_text(record, show_slices=True, unicode_ok=None):
-    """The readable tree of one `lineage show` record."""
-    g = _glyphs(unicode_ok)
+def _header_lines(record):
     lines = [_served_headline(record)]
     state = serving_state_line(record.get('served'), record['model_name'])
     if state:
@@ -268,149 +267,167 @@ def show_text(record, show_slices=True, unicode_ok=None):
     lines.append(f'  pipeline {record["pipeline"]}, {record["store"]}')
     lines.append('  (Type #N: artifact id N; execution N: execution id N)')
     lines.append('')
+    return lines
 
+
+def _trainer_node(trainer):
+    fingerprint = trainer.get('module_fingerprint') or {}
+    code = (f'sha256 {fingerprint["sha256"]} ({fingerprint["detail"]})'
+            if fingerprint.get('recorded') else
+            f'not fingerprinted ({fingerprint.get("detail", "")})')
+    details = [
+        _kv('run', f'{trainer.get("run") or "?"}, started {when(trainer.get("started_at"))}'
+                   f' ({trainer.get("seconds")} s)'),
+        _kv('run_fn', trainer.get('run_fn') or 'n/a'),
+        _kv('module code', code),
+        _kv('steps', f'train {trainer.get("train_steps")}, eval {trainer.get("eval_steps")}'),
+        _kv('custom_config', json.dumps(trainer.get('custom_config') or {}, sort_keys=True)),
+    ]
+    if trainer.get('hyperparameters'):
+        details.append(_kv('hyperparameters', _hparams_text(trainer['hyperparameters'])))
+        details.append(_kv('', f'({trainer.get("hyperparameters_note")})'))
+    base = trainer.get('base_model')
+    details.append(_kv('warm start from', _baseline_text(base)
+                       if base else 'nothing (trained from scratch)'))
+    if trainer.get('model_run'):
+        details.append(_kv('TensorBoard logs', trainer['model_run']['uri']))
+    return _Node(f'Trainer execution {trainer["execution_id"]}  {trainer["state"]}', details)
+
+
+def _transform_node(transform):
+    tg = transform['transform_graph']
+    return _Node(f'{_ref(tg)}  {tg["uri"]}', [
+        _kv('made by', f'Transform execution {transform.get("execution_id")} '
+                       f'{transform.get("state")}, run {transform.get("run")}'),
+        _kv('preprocessing_fn', transform.get('preprocessing_fn') or
+            transform.get('module_file') or 'n/a'),
+    ])
+
+
+def _examples_node(examples):
+    splits = examples.get('splits')
+    split_text = (', '.join(f'{k} {v}' for k, v in sorted(splits.items(), reverse=True))
+                  if splits else 'unknown (statistics not readable)')
+    gen = examples.get('produced_by') or {}
+    spans = (f'spans {examples["span_range"]}' if examples.get('span_range')
+             else f'span {examples.get("span")}')
+    version = examples.get('version') if examples.get('version') is not None else 'n/a'
+    return _Node(f'{_ref(examples)}  {spans}, version {version}  {examples["uri"]}', [
+        _kv('input', f'{examples.get("input_base")}: '
+                     f'{", ".join(p for p in examples.get("input_patterns") or [] if p)}'),
+        _kv('fingerprint', examples.get('input_fingerprint') or 'n/a'),
+        _kv('splits', split_text),
+        _kv('made by', f'{gen.get("type")} execution {gen.get("execution_id")} '
+                       f'{gen.get("state")}, run {gen.get("run")}'),
+    ])
+
+
+def _schema_node(schema):
+    source = schema.get('source_file') or schema['uri']
+    return _Node(f'{_ref(schema)}  {source}',
+                 [_kv('features', schema['features'] if schema.get('features') is not None
+                      else 'unknown (schema file not readable)')])
+
+
+def _anomalies_node(anomalies):
+    by_split = anomalies.get('by_split')
+    if by_split is None:
+        found = ['not readable (files missing)']
+    else:
+        found = [f'{split}: {row["feature"]}: {row["description"]}'
+                 for split, rows in sorted(by_split.items()) for row in rows]
+    count = anomalies.get('count')
+    title = f'{_ref(anomalies)}  ' + ('no anomalies' if count == 0 else
+                                      f'{count} anomalies' if count is not None else '')
+    return _Node(title, found if count != 0 else [])
+
+
+def _gate_node(gate):
+    allowed = ', '.join(gate.get('allowed_anomalies') or []) or 'none'
+    return _Node(f'ValidationGate execution {gate["execution_id"]}  '
+                 f'{"passed" if gate.get("passed") else "blocked (" + gate["state"] + ")"}',
+                 [_kv('allowed', allowed)])
+
+
+def _data_node(record):
+    """The examples a model trained on, with their statistics, schema and data checks."""
+    node = _examples_node(record['examples'])
+    for key, child in (('statistics', lambda stats: _Node(f'{_ref(stats)}  {stats["uri"]}')),
+                       ('schema', _schema_node), ('anomalies', _anomalies_node),
+                       ('validation_gate', _gate_node), ('drift', _drift_node)):
+        if record.get(key):
+            node.children.append(child(record[key]))
+    return node
+
+
+def _evaluation_node(evaluation, g, show_slices):
+    verdict = {True: 'BLESSED', False: 'NOT BLESSED', None: 'no blessing'}[
+        evaluation.get('blessed')]
+    baseline = evaluation.get('baseline')
+    details = [_kv('run', f'{evaluation.get("run")}'),
+               _kv('baseline', _baseline_text(baseline) if baseline
+                   else 'none (nothing served yet: value thresholds only)')]
+    for i, row in enumerate(evaluation.get('thresholds') or []):
+        details.append(_kv('thresholds' if i == 0 else '', _threshold_text(row)))
+    validation = evaluation.get('validation')
+    if validation is not None:
+        details.append(_kv('validation', 'all thresholds met' if validation['ok'] else
+                           'FAILED: ' + '; '.join(validation['failures'])))
+    details.extend(_metrics_block(evaluation, g, show_slices))
+    return _Node(f'Evaluator execution {evaluation["execution_id"]}  {verdict}', details)
+
+
+def _pushed_node(pushed, model_node, g):
+    pusher = pushed.get('produced_by') or {}
+    if pushed.get('pushed'):
+        staged = f'staged as {pushed.get("role_at_push")}'
+        if pushed.get('challenged_stable_version'):
+            staged += f' against stable v{pushed["challenged_stable_version"]}'
+        title = f'{_ref(pushed)}  v{pushed.get("version")} {g.arrow} {pushed.get("destination")}'
+    else:
+        staged = 'not pushed (model not blessed)'
+        title = f'{_ref(pushed)}  not pushed'
+    return _Node(title, [
+        _kv('pushed' if pushed.get('pushed') else 'recorded',
+            f'{when(pushed.get("created_at"))}, {staged}'),
+        _kv('made by', f'{pusher.get("type")} execution {pusher.get("execution_id")}, '
+                       f'run {pusher.get("run")}'),
+    ], [model_node])
+
+
+def _model_node(record, g, show_slices):
+    """The model and, below it, what made it: Trainer, Transform, data, Evaluator."""
     model = record['model']
-    model_node = _Node(f'{_ref(model)}  {model["uri"]}')
-    trainer = record.get('trainer')
-    if trainer:
-        fingerprint = trainer.get('module_fingerprint') or {}
-        code = (f'sha256 {fingerprint["sha256"]} ({fingerprint["detail"]})'
-                if fingerprint.get('recorded') else
-                f'not fingerprinted ({fingerprint.get("detail", "")})')
-        details = [
-            _kv('run', f'{trainer.get("run") or "?"}, started {when(trainer.get("started_at"))}'
-                       f' ({trainer.get("seconds")} s)'),
-            _kv('run_fn', trainer.get('run_fn') or 'n/a'),
-            _kv('module code', code),
-            _kv('steps', f'train {trainer.get("train_steps")}, eval {trainer.get("eval_steps")}'),
-            _kv('custom_config', json.dumps(trainer.get('custom_config') or {}, sort_keys=True)),
-        ]
-        if trainer.get('hyperparameters'):
-            details.append(_kv('hyperparameters', _hparams_text(trainer['hyperparameters'])))
-            details.append(_kv('', f'({trainer.get("hyperparameters_note")})'))
-        base = trainer.get('base_model')
-        details.append(_kv('warm start from', _baseline_text(base)
-                           if base else 'nothing (trained from scratch)'))
-        if trainer.get('model_run'):
-            details.append(_kv('TensorBoard logs', trainer['model_run']['uri']))
-        model_node.children.append(_Node(
-            f'Trainer execution {trainer["execution_id"]}  {trainer["state"]}', details))
-
+    node = _Node(f'{_ref(model)}  {model["uri"]}')
+    if record.get('trainer'):
+        node.children.append(_trainer_node(record['trainer']))
     transform = record.get('transform')
     if transform and transform.get('transform_graph'):
-        tg = transform['transform_graph']
-        model_node.children.append(_Node(f'{_ref(tg)}  {tg["uri"]}', [
-            _kv('made by', f'Transform execution {transform.get("execution_id")} '
-                           f'{transform.get("state")}, run {transform.get("run")}'),
-            _kv('preprocessing_fn', transform.get('preprocessing_fn') or
-                transform.get('module_file') or 'n/a'),
-        ]))
+        node.children.append(_transform_node(transform))
+    if record.get('examples'):
+        node.children.append(_data_node(record))
+    if record.get('evaluation'):
+        node.children.append(_evaluation_node(record['evaluation'], g, show_slices))
+    return node
 
-    examples = record.get('examples')
-    if examples:
-        splits = examples.get('splits')
-        split_text = (', '.join(f'{k} {v}' for k, v in sorted(splits.items(), reverse=True))
-                      if splits else 'unknown (statistics not readable)')
-        gen = examples.get('produced_by') or {}
-        spans = (f'spans {examples["span_range"]}' if examples.get('span_range')
-                 else f'span {examples.get("span")}')
-        ex_node = _Node(
-            f'{_ref(examples)}  {spans}, version '
-            f'{examples.get("version") if examples.get("version") is not None else "n/a"}'
-            f'  {examples["uri"]}', [
-                _kv('input', f'{examples.get("input_base")}: '
-                             f'{", ".join(p for p in examples.get("input_patterns") or [] if p)}'),
-                _kv('fingerprint', examples.get('input_fingerprint') or 'n/a'),
-                _kv('splits', split_text),
-                _kv('made by', f'{gen.get("type")} execution {gen.get("execution_id")} '
-                               f'{gen.get("state")}, '
-                               f'run {gen.get("run")}'),
-            ])
-        stats = record.get('statistics')
-        if stats:
-            ex_node.children.append(_Node(f'{_ref(stats)}  {stats["uri"]}'))
-        schema = record.get('schema')
-        if schema:
-            source = schema.get('source_file') or schema['uri']
-            ex_node.children.append(_Node(
-                f'{_ref(schema)}  {source}',
-                [_kv('features', schema['features'] if schema.get('features') is not None
-                     else 'unknown (schema file not readable)')]))
-        anomalies = record.get('anomalies')
-        if anomalies:
-            by_split = anomalies.get('by_split')
-            if by_split is None:
-                found = ['not readable (files missing)']
-            else:
-                found = [f'{split}: {row["feature"]}: {row["description"]}'
-                         for split, rows in sorted(by_split.items()) for row in rows]
-            title = (f'{_ref(anomalies)}  ' +
-                     ('no anomalies' if anomalies.get('count') == 0 else
-                      f'{anomalies.get("count")} anomalies'
-                      if anomalies.get('count') is not None else ''))
-            ex_node.children.append(_Node(title, found if anomalies.get('count') != 0 else []))
-        gate = record.get('validation_gate')
-        if gate:
-            allowed = ', '.join(gate.get('allowed_anomalies') or []) or 'none'
-            ex_node.children.append(_Node(
-                f'ValidationGate execution {gate["execution_id"]}  '
-                f'{"passed" if gate.get("passed") else "blocked (" + gate["state"] + ")"}',
-                [_kv('allowed', allowed)]))
-        drift = record.get('drift')
-        if drift:
-            ex_node.children.append(_drift_node(drift))
-        model_node.children.append(ex_node)
 
-    evaluation = record.get('evaluation')
-    if evaluation:
-        verdict = {True: 'BLESSED', False: 'NOT BLESSED', None: 'no blessing'}[
-            evaluation.get('blessed')]
-        baseline = evaluation.get('baseline')
-        details = [_kv('run', f'{evaluation.get("run")}'),
-                   _kv('baseline', _baseline_text(baseline) if baseline
-                       else 'none (nothing served yet: value thresholds only)')]
-        thresholds = evaluation.get('thresholds') or []
-        for i, row in enumerate(thresholds):
-            details.append(_kv('thresholds' if i == 0 else '', _threshold_text(row)))
-        validation = evaluation.get('validation')
-        if validation is not None:
-            details.append(_kv('validation', 'all thresholds met' if validation['ok'] else
-                               'FAILED: ' + '; '.join(validation['failures'])))
-        details.extend(_metrics_block(evaluation, g, show_slices))
-        model_node.children.append(_Node(
-            f'Evaluator execution {evaluation["execution_id"]}  {verdict}', details))
-
-    pushed = record.get('pushed_model')
-    if pushed:
-        pusher = pushed.get('produced_by') or {}
-        if pushed.get('pushed'):
-            staged = f'staged as {pushed.get("role_at_push")}'
-            if pushed.get('challenged_stable_version'):
-                staged += f' against stable v{pushed["challenged_stable_version"]}'
-            title = (f'{_ref(pushed)}  v{pushed.get("version")} {g.arrow} '
-                     f'{pushed.get("destination")}')
-        else:
-            staged = 'not pushed (model not blessed)'
-            title = f'{_ref(pushed)}  not pushed'
-        root = _Node(title, [
-            _kv('pushed' if pushed.get('pushed') else 'recorded',
-                f'{when(pushed.get("created_at"))}, {staged}'),
-            _kv('made by', f'{pusher.get("type")} execution {pusher.get("execution_id")}, '
-                           f'run {pusher.get("run")}'),
-        ], [model_node])
-    else:
-        root = model_node
-    lines.extend(_render_tree(root, g))
-
+def _footer_lines(record, g):
     events = record.get('rollout_events') or []
-    lines.append('')
-    lines.append(f'Rollout events (context rollout.{record["model_name"]}):' if events else
-                 'Rollout events: none recorded for this version')
-    for event in events:
-        lines.append('  ' + _event_line(event, g))
-    for warning in record.get('warnings') or []:
-        lines.append(f'warning: {warning}')
-    return '\n'.join(lines)
+    context = names.rollout_context_name(record['model_name'])
+    lines = ['', f'Rollout events (context {context}):' if events else
+             'Rollout events: none recorded for this version']
+    lines += ['  ' + _event_line(event, g) for event in events]
+    lines += [f'warning: {warning}' for warning in record.get('warnings') or []]
+    return lines
+
+
+def show_text(record, show_slices=True, unicode_ok=None):
+    """The readable tree of one `lineage show` record."""
+    g = _glyphs(unicode_ok)
+    model_node = _model_node(record, g, show_slices)
+    pushed = record.get('pushed_model')
+    root = _pushed_node(pushed, model_node, g) if pushed else model_node
+    return '\n'.join(_header_lines(record) + _render_tree(root, g) + _footer_lines(record, g))
 
 
 def runs_text(record):
@@ -459,87 +476,116 @@ def _serving_cell(summary):
     return served['role'] + (f', {share}% of traffic' if share is not None else '')
 
 
-def diff_text(record, show_slices=True, unicode_ok=None):
-    """The side-by-side `lineage diff` table."""
-    g = _glyphs(unicode_ok)
-    a, b = record['a'], record['b']
-    la, lb = a['label'], b['label']
-    rows = [('', la, lb, '')]
+class _DiffRows:
+    """The rows of the `lineage diff` table: label, a, b, 'changed' or ''."""
 
-    def add(label, pair_or_a, b_value=None, changed=None):
+    def __init__(self, label_a, label_b):
+        self.rows = [('', label_a, label_b, '')]
+
+    def add(self, label, pair_or_a, b_value=None, changed=None):
+        """A row from a {'a', 'b', 'changed'} pair, or from two values."""
         if isinstance(pair_or_a, dict) and 'changed' in pair_or_a and b_value is None:
             va, vb, ch = pair_or_a['a'], pair_or_a['b'], pair_or_a['changed']
         else:
             va, vb, ch = pair_or_a, b_value, (pair_or_a != b_value if changed is None else changed)
-        rows.append((label, _cell(va), _cell(vb), 'changed' if ch else ''))
+        self.rows.append((label, _cell(va), _cell(vb), 'changed' if ch else ''))
 
-    add('serving', _serving_cell(a), _serving_cell(b), changed=False)
-    add('pushed model', f'#{a["pushed_model_id"]}', f'#{b["pushed_model_id"]}', changed=False)
-    add('run', a['run'], b['run'], changed=False)
+    def lines(self):
+        widths = [max(len(str(r[i])) for r in self.rows) for i in range(4)]
+        return ['  '.join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+                for r in self.rows]
+
+
+def _relabel(pair, a, b):
+    return {**pair, 'a': a, 'b': b}
+
+
+def _add_data_rows(table, record):
+    a, b = record['a'], record['b']
+    table.add('serving', _serving_cell(a), _serving_cell(b), changed=False)
+    table.add('pushed model', f'#{a["pushed_model_id"]}', f'#{b["pushed_model_id"]}',
+              changed=False)
+    table.add('run', a['run'], b['run'], changed=False)
     data = record['data']
-    add('span', data['span'])
-    add('examples', {**data['examples_id'], 'a': f'Examples #{data["examples_id"]["a"]}',
-                     'b': f'Examples #{data["examples_id"]["b"]}'})
-    add('input fingerprint', _fingerprint_pair(data['input_fingerprint']))
-    add('split sizes', data['splits'])
-    add('anomalies', data['anomalies'])
-    schema = record.get('schema')
-    if schema:
-        if schema['same_artifact']:
-            add('schema', f'Schema #{schema["a_id"]}', f'Schema #{schema["b_id"]}', changed=False)
-        else:
-            parts = []
-            for key in ('added', 'removed'):
-                if schema.get(key):
-                    parts.append(f'{key} {", ".join(schema[key])}')
-            if schema.get('changed'):
-                parts.append('changed ' + ', '.join(c['feature'] for c in schema['changed']))
-            if schema.get('unreadable'):
-                parts.append('files not readable')
-            add('schema', f'Schema #{schema["a_id"]}', f'Schema #{schema["b_id"]}',
-                changed=bool(parts) or None)
-            if parts:
-                rows.append(('', '', '; '.join(parts), ''))
-    training = record['training']
-    add('run_fn', training['run_fn'])
-    add('module source hash', {**training['module_fingerprint'],
-                               'a': training['module_fingerprint']['a'] or 'not recorded',
-                               'b': training['module_fingerprint']['b'] or 'not recorded'})
-    add('preprocessing_fn', training['preprocessing_fn'])
-    add('train steps', training['train_steps'])
-    add('eval steps', training['eval_steps'])
-    add('warm start from', {**training['base_model_version'],
-                            'a': _vlabel(training['base_model_version']['a']),
-                            'b': _vlabel(training['base_model_version']['b'])})
+    table.add('span', data['span'])
+    ids = data['examples_id']
+    table.add('examples', _relabel(ids, f'Examples #{ids["a"]}', f'Examples #{ids["b"]}'))
+    table.add('input fingerprint', _fingerprint_pair(data['input_fingerprint']))
+    table.add('split sizes', data['splits'])
+    table.add('anomalies', data['anomalies'])
+
+
+def _add_schema_rows(table, schema):
+    if not schema:
+        return
+    ids = (f'Schema #{schema["a_id"]}', f'Schema #{schema["b_id"]}')
+    if schema['same_artifact']:
+        table.add('schema', *ids, changed=False)
+        return
+    parts = [f'{key} {", ".join(schema[key])}' for key in ('added', 'removed')
+             if schema.get(key)]
+    if schema.get('changed'):
+        parts.append('changed ' + ', '.join(c['feature'] for c in schema['changed']))
+    if schema.get('unreadable'):
+        parts.append('files not readable')
+    table.add('schema', *ids, changed=bool(parts) or None)
+    if parts:
+        table.rows.append(('', '', '; '.join(parts), ''))
+
+
+def _add_training_rows(table, training):
+    fingerprint = training['module_fingerprint']
+    base = training['base_model_version']
+    table.add('run_fn', training['run_fn'])
+    table.add('module source hash', _relabel(fingerprint, fingerprint['a'] or 'not recorded',
+                                             fingerprint['b'] or 'not recorded'))
+    table.add('preprocessing_fn', training['preprocessing_fn'])
+    table.add('train steps', training['train_steps'])
+    table.add('eval steps', training['eval_steps'])
+    table.add('warm start from', _relabel(base, _vlabel(base['a']), _vlabel(base['b'])))
     for row in training['hyperparameters']:
-        add(f'hparam {row["name"]}', json.dumps(row['a']), json.dumps(row['b']),
-            changed=row['changed'])
+        table.add(f'hparam {row["name"]}', json.dumps(row['a']), json.dumps(row['b']),
+                  changed=row['changed'])
     for row in training['custom_config']:
-        add(f'custom_config {row["name"]}', json.dumps(row['a']), json.dumps(row['b']),
-            changed=True)
+        table.add(f'custom_config {row["name"]}', json.dumps(row['a']), json.dumps(row['b']),
+                  changed=True)
+
+
+def _add_evaluation_rows(table, evaluation):
+    base = evaluation['baseline_version']
+    table.add('blessed', evaluation['blessed'])
+    table.add('baseline', _relabel(base, _vlabel(base['a'], 'none'), _vlabel(base['b'], 'none')))
+
+
+def _diff_metric_lines(record, la, lb, g, show_slices):
     evaluation = record['evaluation']
-    add('blessed', evaluation['blessed'])
-    add('baseline', {**evaluation['baseline_version'],
-                     'a': _vlabel(evaluation['baseline_version']['a'], 'none'),
-                     'b': _vlabel(evaluation['baseline_version']['b'], 'none')})
-
-    widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
-    lines = [f'lineage diff {record["model_name"]} {la} vs {lb}  (pipeline {record["pipeline"]}, '
-             f'{record["store"]})', '']
-    lines += ['  '.join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-
-    lines += ['', f'Metrics ({evaluation["note"]}):']
+    lines = ['', f'Metrics ({evaluation["note"]}):']
     lines += _metric_rows(evaluation['slices'], la, lb, g, show_slices)
     h2h = evaluation.get('head_to_head')
     if h2h:
         lines += ['', f'Head to head on the same data: {h2h["evaluated_in"]}\'s evaluation '
                       f'(span {h2h["span"]} eval split), {h2h["baseline"]} was its baseline:']
         lines += _metric_rows(h2h['slices'], la, lb, g, show_slices)
+    return lines
+
+
+def diff_text(record, show_slices=True, unicode_ok=None):
+    """The side-by-side `lineage diff` table."""
+    g = _glyphs(unicode_ok)
+    la, lb = record['a']['label'], record['b']['label']
+    table = _DiffRows(la, lb)
+    _add_data_rows(table, record)
+    _add_schema_rows(table, record.get('schema'))
+    _add_training_rows(table, record['training'])
+    _add_evaluation_rows(table, record['evaluation'])
+    lines = [f'lineage diff {record["model_name"]} {la} vs {lb}  (pipeline {record["pipeline"]}, '
+             f'{record["store"]})', '']
+    lines += table.lines()
+    lines += _diff_metric_lines(record, la, lb, g, show_slices)
     state = serving_state_line(record.get('serving_state'), record['model_name'])
     if state:
         lines += ['', state]
-    for warning in record.get('warnings') or []:
-        lines.append(f'warning: {warning}')
+    lines += [f'warning: {warning}' for warning in record.get('warnings') or []]
     return '\n'.join(lines)
 
 

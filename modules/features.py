@@ -33,14 +33,8 @@ TIPS_KEY = 'tips'
 LABEL_KEY = 'big_tipper'
 BIG_TIP_FRACTION = 0.2
 
-# Columns present in the CSV that the model does not use.
-UNUSED_KEYS = ['trip_start_timestamp', 'pickup_census_tract', 'dropoff_census_tract']
-
 RAW_FEATURE_KEYS = (DENSE_FLOAT_FEATURE_KEYS + BUCKET_FEATURE_KEYS +
                     CATEGORICAL_NUMERICAL_FEATURE_KEYS + CATEGORICAL_STRING_FEATURE_KEYS)
-
-# Slices the Evaluator reports metrics for (besides overall).
-SLICE_FEATURE_KEYS = ['trip_start_hour', 'payment_type']
 
 
 def transformed_name(key):

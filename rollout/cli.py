@@ -69,7 +69,14 @@ def add_subcommands(subparsers):
         dest="rollout_command", metavar="COMMAND", title="commands")
     commands.required = True
     common = _common_options()
+    _add_status_command(commands, common)
+    _add_change_commands(commands, common)
+    _add_repair_and_analyze(commands, common)
+    return rollout
 
+
+def _add_status_command(commands, common):
+    """status: what serves, and whether the files agree."""
     status = commands.add_parser(
         "status", parents=[common], help="show stable, canary and traffic",
         description="Show the stable and canary versions, the traffic "
@@ -80,6 +87,9 @@ def add_subcommands(subparsers):
                         help="print machine-readable JSON instead of a table")
     status.set_defaults(func=cmd_status)
 
+
+def _add_change_commands(commands, common):
+    """set-traffic, promote and rollback: the transitions an operator makes."""
     traffic = commands.add_parser(
         "set-traffic", parents=[common],
         help="send PERCENT of traffic to the canary",
@@ -109,6 +119,9 @@ def add_subcommands(subparsers):
         help="staged version to serve as stable (see `rollout status`)")
     rollback.set_defaults(func=cmd_rollback)
 
+
+def _add_repair_and_analyze(commands, common):
+    """repair (files from rollout.json) and analyze (live metrics -> a transition)."""
     repair = commands.add_parser(
         "repair", parents=[common],
         help="regenerate models.config and the KServe manifest",
@@ -125,7 +138,6 @@ def add_subcommands(subparsers):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     analyze_mod.add_arguments(analyze)
     analyze.set_defaults(func=cmd_analyze)
-    return rollout
 
 
 # ---------------------------------------------------------------- parsing

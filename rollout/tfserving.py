@@ -67,17 +67,6 @@ def model_config(state, base_path):
     return entry
 
 
-def model_server_config(state, base_path):
-    """Return a ModelServerConfig holding just this model's entry.
-
-    `base_path` is the model directory as TF Serving sees it (inside a
-    container that may differ from the path on this machine).
-    """
-    config = model_server_config_pb2.ModelServerConfig()
-    config.model_config_list.config.append(model_config(state, base_path))
-    return config
-
-
 def render(config):
     """Return `config` in protobuf text format, as TF Serving reads it."""
     return text_format.MessageToString(config)

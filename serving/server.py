@@ -401,10 +401,60 @@ def _declared_length(scope):
     return None
 
 
-def create_app(server):
-    """The ASGI application around a ModelServer (Starlette, with a plain-ASGI `:predict`)."""
+def _spec(match):
+    """(model name, version or None, label or None) of a matched /v1/models path."""
+    name, version, label = match.group(1), match.group(2), match.group(3)
+    if version is not None:
+        try:
+            version = int(version)
+        except ValueError:
+            raise invalid_argument('Failed to convert version: %s to numeric.'
+                                   % version) from None
+    return name, version, label
 
-    async def v1(request):
+
+def _unsupported(match):
+    # `:predict` never gets here: _Api.app answers it before Starlette.
+    _spec(match)
+    raise ServingError('UNIMPLEMENTED', '%s is not supported by tfx-canary serve '
+                       '(the model has no %s signature): use :predict'
+                       % (match.group(4), match.group(4)))
+
+
+def _too_large(what, limit):
+    return payload_too_large('Request body too large: %s the limit of %d bytes '
+                             '(tfx-canary serve --max-body-bytes)' % (what, limit))
+
+
+async def _read_body(receive, max_body):
+    """The whole request body, or None if the client went away before sending it."""
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message['type'] != 'http.request':
+            return None
+        chunk = message.get('body', b'')
+        size += len(chunk)
+        if size > max_body:  # a chunked body (app() checked any Content-Length)
+            raise _too_large('more than', max_body)
+        chunks.append(chunk)
+        if not message.get('more_body', False):
+            return chunks[0] if len(chunks) == 1 else b''.join(chunks)
+
+
+class _Api:
+    """The HTTP handlers around one ModelServer: Starlette routes and the plain-ASGI `:predict`."""
+
+    def __init__(self, server):
+        self.server = server
+        self.sticky = (server.config.sticky_header.lower().encode('latin-1')
+                       if server.config.sticky_header else None)
+        self.max_body = server.config.max_body_bytes
+
+    # ------------------------------------------------------------ Starlette routes
+
+    async def v1(self, request):
         path = request.url.path
         method = request.method
         api = 'other'
@@ -418,58 +468,73 @@ def create_app(server):
                 match = _STATUS_RE.fullmatch(path)
                 if match:
                     api = 'metadata' if match.group(4) else 'status'
-                    return _status(match)
+                    return self.status(match)
             raise invalid_argument('Malformed request: %s %s' % (method, path))
         except ServingError as e:
-            server.metrics.rest(api, e.http_status)
+            self.server.metrics.rest(api, e.http_status)
             return _error_response(e)
 
-    def _spec(match):
-        name, version, label = match.group(1), match.group(2), match.group(3)
-        if version is not None:
-            try:
-                version = int(version)
-            except ValueError:
-                raise invalid_argument('Failed to convert version: %s to numeric.'
-                                       % version) from None
-        return name, version, label
-
-    def _unsupported(match):
-        # `:predict` never gets here: app() below answers it before Starlette.
-        _spec(match)
-        raise ServingError('UNIMPLEMENTED', '%s is not supported by tfx-canary serve '
-                           '(the model has no %s signature): use :predict'
-                           % (match.group(4), match.group(4)))
-
-    sticky = (server.config.sticky_header.lower().encode('latin-1')
-              if server.config.sticky_header else None)
-    max_body = server.config.max_body_bytes
-
-    async def fast_predict(scope, receive, send, match):
-        """A `:predict` call as plain ASGI: Starlette's answer without its per-request objects."""
+    def status(self, match):
         name, version, label = _spec(match)
-        chunks = []
-        size = 0
-        while True:
-            message = await receive()
-            if message['type'] != 'http.request':
-                return  # The client went away before sending its body: nobody to answer.
-            chunk = message.get('body', b'')
-            size += len(chunk)
-            if size > max_body:  # a chunked body (app() checked any Content-Length)
-                raise payload_too_large('Request body too large: more than the limit of %d '
-                                        'bytes (tfx-canary serve --max-body-bytes)' % max_body)
-            chunks.append(chunk)
-            if not message.get('more_body', False):
-                break
-        body = chunks[0] if len(chunks) == 1 else b''.join(chunks)
-        header_key = None
-        if sticky is not None:
+        if not name:
+            raise invalid_argument('Missing model name in request.')
+        if match.group(4):
+            result = self.server.metadata_json(name, version, label)
+            api = 'metadata'
+        else:
+            result = self.server.status_json(name, version, label)
+            api = 'status'
+        self.server.metrics.rest(api, 200)
+        return _json_response(200, result)
+
+    async def prometheus(self, request):
+        return Response(self.server.metrics.prometheus_text(),
+                        media_type='text/plain; version=0.0.4; charset=utf-8')
+
+    async def snapshot(self, request):
+        return _json_response(200, self.server.metrics.snapshot())
+
+    async def not_found(self, request, exc):
+        return _json_response(404, {'error': 'Not found: %s %s (the REST API is under /v1/)'
+                                             % (request.method, request.url.path)})
+
+    async def lifespan(self, app):
+        await anyio.to_thread.run_sync(self.server.start)
+        try:
+            yield
+        finally:
+            await self.server.stop()
+
+    def starlette(self):
+        routes = [
+            # Every method: TF Serving answers any /v1/ request itself ("Malformed
+            # request: DELETE ..."), never with a bare 405.
+            Route('/v1/{rest:path}', self.v1,
+                  methods=['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']),
+            Route('/metrics', self.prometheus),
+            Route('/monitoring/prometheus/metrics', self.prometheus),
+            Route(metrics_snapshot.SNAPSHOT_URL_PATH, self.snapshot),
+        ]
+        return Starlette(routes=routes, lifespan=self.lifespan,
+                         exception_handlers={404: self.not_found, 405: self.not_found})
+
+    # ------------------------------------------------------------ plain-ASGI :predict
+
+    def _header_key(self, scope):
+        if self.sticky is not None:
             for key, value in scope['headers']:
-                if key == sticky:
-                    header_key = value.decode('latin-1')
-                    break
-        outcome = await server.predict(name, version, label, body, header_key)
+                if key == self.sticky:
+                    return value.decode('latin-1')
+        return None
+
+    async def fast_predict(self, scope, receive, send, match):
+        """A `:predict` call as plain ASGI: Starlette's answer without its per-request objects."""
+        server = self.server
+        name, version, label = _spec(match)
+        body = await _read_body(receive, self.max_body)
+        if body is None:
+            return  # The client went away before sending its body: nobody to answer.
+        outcome = await server.predict(name, version, label, body, self._header_key(scope))
         server.metrics.rest('predict', outcome.status)
         server.after_predict(name, outcome)
         # The headers Starlette's Response(media_type=JSON, headers=...) writes.
@@ -483,69 +548,36 @@ def create_app(server):
                     'headers': headers})
         await send({'type': 'http.response.body', 'body': outcome.body})
 
-    def _status(match):
-        name, version, label = _spec(match)
-        if not name:
-            raise invalid_argument('Missing model name in request.')
-        if match.group(4):
-            result = server.metadata_json(name, version, label)
-            api = 'metadata'
-        else:
-            result = server.status_json(name, version, label)
-            api = 'status'
-        server.metrics.rest(api, 200)
-        return _json_response(200, result)
 
-    async def prometheus(request):
-        return Response(server.metrics.prometheus_text(),
-                        media_type='text/plain; version=0.0.4; charset=utf-8')
+def _predict_match(scope):
+    """The `:predict` path match of a POST, else None (everything else goes to Starlette)."""
+    if scope['method'] != 'POST':
+        return None
+    # The path as Starlette's request.url.path gives it to v1().
+    path = scope['path'].replace('?', '%3F').replace('#', '%23').replace('\\', '%5C')
+    match = _PREDICT_RE.fullmatch(path)
+    if match is not None and match.group(4).lower() != 'predict':
+        return None
+    return match
 
-    async def snapshot(request):
-        return _json_response(200, server.metrics.snapshot())
 
-    async def not_found_handler(request, exc):
-        return _json_response(404, {'error': 'Not found: %s %s (the REST API is under /v1/)'
-                                             % (request.method, request.url.path)})
-
-    async def lifespan(app):
-        await anyio.to_thread.run_sync(server.start)
-        try:
-            yield
-        finally:
-            await server.stop()
-
-    routes = [
-        # Every method: TF Serving answers any /v1/ request itself ("Malformed
-        # request: DELETE ..."), never with a bare 405.
-        Route('/v1/{rest:path}', v1,
-              methods=['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']),
-        Route('/metrics', prometheus),
-        Route('/monitoring/prometheus/metrics', prometheus),
-        Route(metrics_snapshot.SNAPSHOT_URL_PATH, snapshot),
-    ]
-    starlette = Starlette(routes=routes, lifespan=lifespan,
-                          exception_handlers={404: not_found_handler, 405: not_found_handler})
+def create_app(server):
+    """The ASGI application around a ModelServer (Starlette, with a plain-ASGI `:predict`)."""
+    api = _Api(server)
+    starlette = api.starlette()
 
     async def app(scope, receive, send):
         if scope['type'] == 'http':
-            match = None
-            if scope['method'] == 'POST':
-                # The path as Starlette's request.url.path gives it to v1().
-                path = scope['path'].replace('?', '%3F').replace('#', '%23').replace('\\', '%5C')
-                match = _PREDICT_RE.fullmatch(path)
-                if match is not None and match.group(4).lower() != 'predict':
-                    match = None
+            match = _predict_match(scope)
             try:
                 # Every route, before any of the body is read: the Starlette
                 # routes read none, but an oversized one is refused there too
                 # rather than left for the HTTP server to drain after the answer.
                 declared = _declared_length(scope)
-                if declared is not None and declared > max_body:
-                    raise payload_too_large(
-                        'Request body too large: Content-Length %d is more than the limit of '
-                        '%d bytes (tfx-canary serve --max-body-bytes)' % (declared, max_body))
+                if declared is not None and declared > api.max_body:
+                    raise _too_large('Content-Length %d is more than' % declared, api.max_body)
                 if match is not None:
-                    await fast_predict(scope, receive, send, match)
+                    await api.fast_predict(scope, receive, send, match)
                     return
             except ServingError as e:  # as v1() answers it
                 server.metrics.rest('predict' if match is not None else 'other', e.http_status)
@@ -579,42 +611,6 @@ def uvicorn_server(app, graceful_seconds=30):
                             timeout_graceful_shutdown=graceful_seconds, http='h11',
                             loop='asyncio')
     return uvicorn.Server(config)
-
-
-class BackgroundServer:
-    """Runs the server on a thread (tests, benchmarks); `url` once started."""
-
-    def __init__(self, server, host='127.0.0.1', port=0):
-        self.server = server
-        self.sock = bind_socket(host, port)
-        self.host, self.port = self.sock.getsockname()[:2]
-        self.url = 'http://%s:%d' % (self.host, self.port)
-        self._uvicorn = uvicorn_server(create_app(server))
-        self._thread = threading.Thread(target=self._uvicorn.run,
-                                        kwargs={'sockets': [self.sock]},
-                                        name='uvicorn', daemon=True)
-
-    def start(self, timeout=120):
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._uvicorn.started:
-            if not self._thread.is_alive():
-                raise RuntimeError('the server failed to start (see the log)')
-            if time.monotonic() > deadline:
-                raise RuntimeError('the server did not start within %ss' % timeout)
-            time.sleep(0.05)
-        return self
-
-    def stop(self, timeout=60):
-        self._uvicorn.should_exit = True
-        self._thread.join(timeout)
-        self.sock.close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def serve_forever(server, host, port):

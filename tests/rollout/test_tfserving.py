@@ -22,9 +22,14 @@ def _parse(text):
     return config
 
 
+def _server_config(state, base_path):
+    config = model_server_config_pb2.ModelServerConfig()
+    config.model_config_list.config.append(tfserving.model_config(state, base_path))
+    return config
+
+
 def test_rendered_config_serves_stable_and_canary_with_labels():
-    config = _parse(tfserving.render(
-        tfserving.model_server_config(_state(1, 2), "/models/taxi")))
+    config = _parse(tfserving.render(_server_config(_state(1, 2), "/models/taxi")))
     (entry,) = config.model_config_list.config
     assert entry.name == "taxi"
     assert entry.base_path == "/models/taxi"

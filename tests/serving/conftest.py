@@ -2,10 +2,12 @@
 import contextlib
 import os
 import shutil
+import threading
 import time
 
 import pytest
 
+from serving import server as server_lib
 from tests.conftest import DATA_ROOT
 
 MODEL = 'taxi'
@@ -62,10 +64,46 @@ def served_workspace(copy_workspace):
     return ensure_canary(copy_workspace)
 
 
+class BackgroundServer:
+    """Runs a ModelServer on a thread of the test process; `url` once started."""
+
+    def __init__(self, server, host='127.0.0.1', port=0):
+        self.server = server
+        self.sock = server_lib.bind_socket(host, port)
+        self.host, self.port = self.sock.getsockname()[:2]
+        self.url = 'http://%s:%d' % (self.host, self.port)
+        self._uvicorn = server_lib.uvicorn_server(server_lib.create_app(server))
+        self._thread = threading.Thread(target=self._uvicorn.run,
+                                        kwargs={'sockets': [self.sock]},
+                                        name='uvicorn', daemon=True)
+
+    def start(self, timeout=120):
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._uvicorn.started:
+            if not self._thread.is_alive():
+                raise RuntimeError('the server failed to start (see the log)')
+            if time.monotonic() > deadline:
+                raise RuntimeError('the server did not start within %ss' % timeout)
+            time.sleep(0.05)
+        return self
+
+    def stop(self, timeout=60):
+        self._uvicorn.should_exit = True
+        self._thread.join(timeout)
+        self.sock.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
 @contextlib.contextmanager
 def running(serving_root, **config):
     """A ModelServer on 127.0.0.1:<free port> in this process; yields BackgroundServer."""
-    from serving.server import BackgroundServer, ModelServer, ServerConfig
+    from serving.server import ModelServer, ServerConfig
     config.setdefault('poll_seconds', 0.1)
     config.setdefault('snapshot_seconds', 0.5)
     server = ModelServer(ServerConfig(str(serving_root), **config))
