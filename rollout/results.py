@@ -9,23 +9,8 @@ import dataclasses
 from typing import List, Optional
 
 
-class _DeprecatedKeyAccess:
-    """DEPRECATED: `result['version']` for callers not yet converted to attributes.
-
-    Strict on purpose: only field names work (no .get(), unknown keys raise
-    KeyError), so a typo still fails loudly. Remove once
-    components/canary_pusher/executor.py reads `result.version`,
-    `result.after.stable` and `result.before.stable`.
-    """
-
-    def __getitem__(self, key):
-        if key not in {f.name for f in dataclasses.fields(self)}:
-            raise KeyError(key)
-        return getattr(self, key)
-
-
 @dataclasses.dataclass(frozen=True)
-class Snapshot(_DeprecatedKeyAccess):
+class Snapshot:
     """What served before or after a transition."""
     phase: str
     stable: Optional[int]
@@ -55,7 +40,7 @@ class AuditResult:
 
 
 @dataclasses.dataclass(frozen=True)
-class TransitionResult(_DeprecatedKeyAccess):
+class TransitionResult:
     """One applied rollout transition (stage, set-traffic, promote, rollback, not-blessed)."""
     event: str                     # the history event: staged_canary, promoted, ...
     version: Optional[int]         # the version it concerns

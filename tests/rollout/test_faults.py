@@ -386,7 +386,7 @@ def test_kill_while_pruning(tmp_path):
             tree_files(os.path.join(tmp_path, "exports", tag)))
     status_now = status(tmp_path, serving_root)
     assert status_now["in_sync"], status_now["problems"]
-    assert controller(serving_root).promote()["after"]["stable"] == 4
+    assert controller(serving_root).promote().after.stable == 4
 
 
 # ---------------------------------------------------------------- transitions
