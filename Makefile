@@ -9,11 +9,12 @@ STAMP := $(VENV)/.installed
 # This machine's pip config names local index folders that may not exist; hide that noise.
 PIP_QUIET := grep -v 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: install run test test-fast bench bench-quick lock clean help
+.PHONY: install run test test-fast test-fast-random bench bench-quick lock clean help
 help:
 	@echo "make run       train on span 1, retrain on span 2, stage stable + canary, show rollout status"
 	@echo "make test      all tests (unit + end-to-end pipeline runs)"
 	@echo "make test-fast unit tests only"
+	@echo "make test-fast-random  unit tests in random order (SEED=N repeats an order)"
 	@echo "make bench     ours vs. TFX's taxi example, re-runs, scaling to 1M rows, serving (long)"
 	@echo "make bench-quick  the CI-sized bench (a few minutes)"
 	@echo "make lock      re-resolve requirements/lock.txt from requirements/top.txt"
@@ -40,6 +41,13 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e"
+
+# pytest.ini keeps pytest-randomly off (-p no:randomly): every other target runs
+# in file order. This one shuffles, to catch tests that pass only after another.
+test-fast-random: $(STAMP)
+	@seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
+	echo "unit tests in random order, seed $$seed (repeat: make test-fast-random SEED=$$seed)"; \
+	$(BIN)/python -m pytest -q -m "not e2e" -p randomly --randomly-seed=$$seed
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
