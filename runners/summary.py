@@ -6,7 +6,8 @@ from ml_metadata.metadata_store import metadata_store
 
 from common import mlmd_names as names
 from common.mlmd import event_role, is_output, value_of
-from common.tfx_outputs import BASELINE, CANDIDATE, overall_metrics
+from common.tfx_outputs import (BASELINE, CANDIDATE, anomalies_by_split, drift_measurements,
+                                overall_metrics)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +25,7 @@ class RunSummary:
     # Why a blessed model was not staged (the baseline moved during the run).
     not_pushed_reason: Optional[str] = None
     run_id: Optional[str] = None       # TFX pipeline run id (its pipeline_run context).
+    drift: Optional[str] = None        # The drift gate's verdict in words (None: no gate ran).
 
     @property
     def span_used(self):
@@ -49,6 +51,7 @@ class RunSummary:
             '  metrics (eval) : %s' % metric_line(self.metrics),
             '  baseline       : %s' % ('%s (%s)' % (metric_line(self.baseline_metrics), self.baseline_uri)
                                       if self.baseline_uri else 'none (first model)'),
+            *(['  drift          : %s' % self.drift] if self.drift else []),
             '  blessed        : %s' % {True: 'yes', False: 'NO (thresholds not met or regression vs baseline)',
                                       None: 'n/a'}[self.blessed],
             '  pushed to      : %s' % self._pushed_line(),
@@ -127,6 +130,30 @@ def _evaluation(store, executions):
     return result
 
 
+def _drift(store, executions):
+    """The DriftGate's verdict in one line: what was compared with what, the closest call."""
+    if 'DriftGate' not in executions:
+        return None
+    output = artifacts_by_role(store, executions['DriftGate'].id).get(('OUTPUT', 'drift'), [])
+    if not output:
+        return None
+    artifact = output[0]
+    if not value_of(artifact, names.DRIFT_CHECKED):
+        return 'not checked: %s' % (value_of(artifact, names.DRIFT_NOTE) or 'no baseline data')
+    found = [m for anomalies in (anomalies_by_split(artifact.uri) or {}).values()
+             for m in drift_measurements(anomalies)]
+    words = '%s vs. %s' % (value_of(artifact, names.DRIFT_SPAN),
+                           value_of(artifact, names.DRIFT_BASELINE))
+    if not found:
+        return words
+    closest = max(found, key=lambda m: m.distance / m.threshold if m.threshold else 0)
+    drifted = sorted(m.feature for m in found if m.drifted)
+    return '%s: %s, closest %s %.4f (threshold %.2f)' % (
+        words, 'drifted but allowed: %s' % ', '.join(drifted) if drifted
+        else '%d features within thresholds' % len(found),
+        closest.feature, closest.distance, closest.threshold)
+
+
 def _push(store, executions):
     """(pushed, destination, not_pushed_reason) from the pusher's PushedModel."""
     pusher_id = next((n for n in executions if 'Pusher' in n), None)
@@ -148,4 +175,5 @@ def summarize(connection_config, config, run_id, seconds):
     pushed, destination, reason = _push(store, executions)
     return RunSummary(span=span, span_range=span_range, pushed=pushed,
                       pushed_destination=destination, not_pushed_reason=reason,
-                      seconds=seconds, run_id=run_id, **_evaluation(store, executions))
+                      seconds=seconds, run_id=run_id, drift=_drift(store, executions),
+                      **_evaluation(store, executions))

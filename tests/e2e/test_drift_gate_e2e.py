@@ -54,6 +54,10 @@ def test_first_model_is_not_compared_and_span_2_is_compared_with_span_1(pipeline
     assert p[gate_executor.DRIFT_SPAN] == 'span 2'
     assert p[gate_executor.DRIFT_BASELINE] == 'span 1, the data stable v1 was trained on'
     # What stable v1 was trained on is staged beside it, outside its SavedModel folder.
+    first_out, second_out = (out for _, out in pipeline_workspace['runs'])
+    assert ('  drift          : not checked: nothing serves yet' in first_out)
+    assert ('  drift          : span 2 vs. span 1, the data stable v1 was trained on: '
+            '6 features within thresholds, closest ' in second_out)
     staged = training_data.read(str(ws / 'serving'), MODEL, 1)
     assert staged.span == 'span 1' and os.path.isfile(staged.statistics_file('train'))
     assert not os.path.exists(ws / 'serving' / MODEL / '1' / 'training-data')
@@ -103,3 +107,18 @@ def test_a_drifted_span_stops_before_transform_and_changes_nothing(
     store = _store(ws)
     assert {t: len(store.get_executions_by_type(t)) for t in (TRAINER, TRANSFORM)} == counts
     assert _tree(ws / 'serving') == before
+
+
+def test_allow_drift_trains_on_an_expected_change_and_says_so(
+        pipeline_workspace, copy_workspace, tmp_path, capsys):
+    ws = copy_workspace
+    code = cli.main(['run', '--workspace', str(ws), '--span', '2', '--train-steps', '20',
+                     '--allow-drift', 'trip_miles',
+                     '--data-root', str(_drifted_root(tmp_path, _miles_in_feet))])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    [line] = [l for l in out.splitlines() if l.startswith('  drift ')]
+    assert line.startswith('  drift          : span 2 vs. span 1, the data stable v1 was '
+                           'trained on: drifted but allowed: trip_miles, closest trip_miles ')
+    last = _gate_outputs(ws)[-1]
+    assert last.custom_properties[gate_executor.DRIFTED_FEATURES].string_value == 'trip_miles'
