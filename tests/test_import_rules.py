@@ -77,7 +77,7 @@ def imported_modules(root, path):
                 anchor = package.split('.')[:len(package.split('.')) - (node.level - 1)]
                 base = '.'.join(anchor + ([base] if base else []))
             for alias in node.names:
-                full = base + '.' + alias.name
+                full = base + '.' + alias.name if base else alias.name
                 found.append((node.lineno, full if _is_module(root, full) else base))
         elif (isinstance(node, ast.Call) and getattr(node.func, 'attr', None) == 'import_module'
               and node.args and isinstance(node.args[0], ast.Constant)
