@@ -142,6 +142,9 @@ def _tree(tmp_path, files):
     ({'common/a.py': 'from ..pipeline import errors\n', 'pipeline/errors.py': ''},
      ['common/a.py:1: common imports pipeline.errors (layer pipeline; common may import '
       'only common)']),
+    ({'rollout/analyze.py': 'from .cli import main\n', 'rollout/cli.py': ''},
+     ['rollout/analyze.py:1: rollout imports rollout.cli (layer cli; rollout may import '
+      'only common, rollout)']),
     ({'rollout/b.py': 'from .. import serving\n'},
      ['rollout/b.py:1: rollout imports serving (layer serving; rollout may import only '
       'common, rollout)']),
