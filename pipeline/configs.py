@@ -11,7 +11,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from common import locations
 from modules import hparams
-from pipeline.errors import TfxCanaryError
+from rollout import staging as rollout_staging
+from rollout import state as rollout_state
+from common.errors import TfxCanaryError
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED_DATA_ROOT = os.path.join(PROJECT_ROOT, 'data', 'taxi')
@@ -84,8 +86,10 @@ class PipelineConfig:
     max_auc_regression: float = 0.005
 
     # --- push / rollout
-    canary_traffic_percent: int = 10          # Traffic a newly staged canary starts with.
-    keep_versions: int = 5                    # Staged versions kept (stable/canary never pruned).
+    # Traffic a newly staged canary starts with.
+    canary_traffic_percent: int = rollout_state.DEFAULT_CANARY_PERCENT
+    # Newest staged versions kept on disk; stable and canary are never pruned.
+    keep_versions: int = rollout_staging.DEFAULT_KEEP_VERSIONS
     # Where TF Serving / KServe see the serving root (None = not written/derived).
     tf_serving_root: Optional[str] = None      # serving_root as TF Serving sees it, e.g. /models
     # Where KServe fetches staged versions from (see README "Serving layout").
@@ -188,8 +192,10 @@ class PipelineConfig:
                 fail(field, 'must be a number between 0 and 1')
         if not isinstance(self.canary_traffic_percent, int) or not 0 <= self.canary_traffic_percent <= 100:
             fail('canary_traffic_percent', 'must be an integer percent between 0 and 100')
-        if not isinstance(self.keep_versions, int) or self.keep_versions < 2:
-            fail('keep_versions', 'must be at least 2 (a stable and a canary version)')
+        if (isinstance(self.keep_versions, bool) or not isinstance(self.keep_versions, int)
+                or self.keep_versions < rollout_staging.MIN_KEEP_VERSIONS):
+            fail('keep_versions', 'must be a whole number >= %d (stable and canary are kept '
+                                  'on top of it)' % rollout_staging.MIN_KEEP_VERSIONS)
         try:
             hparams.hparams_from(self.hparams)
         except ValueError as e:

@@ -10,7 +10,7 @@ import glob
 import os
 import re
 
-from pipeline.errors import TfxCanaryError
+from common.errors import TfxCanaryError
 
 
 class DataError(TfxCanaryError):

@@ -12,7 +12,7 @@ import sys
 # tf.keras to be Keras 2 (tf_keras), and TF's C++ INFO logs bury the progress lines.
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
-from pipeline.errors import TfxCanaryError  # noqa: E402  (after the env set-up)
+from common.errors import TfxCanaryError  # noqa: E402  (after the env set-up)
 
 
 def _quiet(verbose):

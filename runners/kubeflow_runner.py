@@ -21,7 +21,7 @@ from typing import Optional
 from common.cli import HelpFormatter
 from pipeline import kubeflow_configs
 from pipeline.configs import ConfigError, PipelineConfig
-from pipeline.errors import TfxCanaryError
+from common.errors import TfxCanaryError
 from runners import kfp_spec
 
 # Runtime parameters of the compiled pipeline: {name: (component type name,

@@ -20,6 +20,7 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components.canary_pusher import executor
+from rollout import staging, state
 
 
 class CanaryPusherSpec(types.ComponentSpec):
@@ -61,7 +62,8 @@ class CanaryPusher(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(self, model, model_blessing, serving_root, model_name,
-                 canary_traffic_percent=10, keep_versions=5, infra_blessing=None,
+                 canary_traffic_percent=state.DEFAULT_CANARY_PERCENT,
+                 keep_versions=staging.DEFAULT_KEEP_VERSIONS, infra_blessing=None,
                  model_evaluation=None, tf_serving_root: Optional[str] = None,
                  kserve_storage_uri_prefix: Optional[str] = None,
                  fail_on_stale_baseline: bool = False, statistics=None, schema=None,

@@ -12,6 +12,9 @@ from absl import logging
 from tfx.components.pusher import executor as pusher_executor
 from tfx.types import artifact_utils
 
+# The PushedModel's custom properties (read by runners/summary.py and lineage).
+from common.mlmd_names import (CHALLENGES_STABLE_VERSION, MODEL_NAME, NOT_PUSHED_REASON,
+                               ROLLOUT_ROLE, SERVING_ROOT, STALE_BASELINE)
 from components.baseline import resolve
 from components.baseline import statistics as baseline_statistics
 from components.canary_pusher import staged
@@ -29,16 +32,6 @@ def required_signatures(exec_properties):
     names = [n for n in (exec_properties.get('required_signatures') or '').split(',') if n]
     return tuple(names) or DEFAULT_SIGNATURES
 
-# Custom properties of the PushedModel artifact (read by runners/summary.py
-# and lineage).
-MODEL_NAME = 'model_name'
-ROLLOUT_ROLE = 'rollout_role'
-CHALLENGES_STABLE_VERSION = 'challenges_stable_version'
-SERVING_ROOT = 'serving_root'
-# Why a blessed model was not staged ('' when it was, or was not blessed).
-NOT_PUSHED_REASON = 'not_pushed_reason'
-# 1 when the push was refused because the baseline moved (compare-and-set).
-STALE_BASELINE = 'stale_baseline'
 
 
 def judged_stable(input_dict):

@@ -27,7 +27,8 @@ def test_derived_paths_follow_workspace_unless_overridden():
     ('min_auc', 1.5, 'min_auc'),
     ('max_auc_regression', -0.1, 'max_auc_regression'),
     ('canary_traffic_percent', 101, 'canary_traffic_percent'),
-    ('keep_versions', 1, 'keep_versions'),
+    ('keep_versions', 0, 'keep_versions'),
+    ('keep_versions', True, 'keep_versions'),
     ('train_eval_hash_buckets', (3, 0), 'train_eval_hash_buckets'),
     ('hparams', {'no_such_knob': 1}, 'no_such_knob'),
 ])
@@ -60,3 +61,10 @@ def test_the_default_signatures_are_the_ones_the_model_code_exports():
     pusher = next(c for c in pipeline_lib.create_pipeline(config).components
                   if c.id == 'CanaryPusher')
     assert pusher.exec_properties['required_signatures'] == 'serving_default,predict_raw'
+
+
+def test_keep_versions_has_the_rollout_librarys_minimum():
+    """One minimum everywhere: keep=1 is valid (stable and canary are never pruned)."""
+    from rollout import staging
+    assert PipelineConfig(keep_versions=staging.MIN_KEEP_VERSIONS).validate()
+    assert staging.check_keep(staging.MIN_KEEP_VERSIONS) == 1
