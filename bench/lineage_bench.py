@@ -294,11 +294,9 @@ class SyntheticPipeline:
 
 
 def sqlite_config(path, create=True):
-    config = pb.ConnectionConfig()
-    config.sqlite.filename_uri = path
-    config.sqlite.connection_mode = (pb.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
-                                     if create else pb.SqliteMetadataSourceConfig.READONLY)
-    return config
+    """The shared builder (common/mlmd.py): create for writing, read-only for queries."""
+    from common import mlmd
+    return mlmd.sqlite_config(path, mlmd.CREATE if create else mlmd.READ_ONLY)
 
 
 def _timed(fn, repeats):
