@@ -2,7 +2,8 @@
 
     <capture root>/span-N/part-<start>-<pid>-<seq>.csv         the features (training CSV header)
     <capture root>/span-N/part-<start>-<pid>-<seq>.meta.jsonl  one line per row: request id,
-                                                           time, model, version, role, prediction
+                                                           row, time, model, version, role,
+                                                           prediction, capture rate
 
 The CSV has exactly the columns of the training CSV (the schema's features, in
 the schema's order), so the folder reads like any other data root
@@ -53,6 +54,14 @@ class CaptureRecord:
     version: int
     role: str
     prediction: float = None
+    # The sampling rate the row was captured at: each captured row stands for
+    # 1/rate served ones (recorded per row, since a restart may change it).
+    capture_rate: float = None
+
+
+def new_request_id():
+    """A request id for a request whose client sent none."""
+    return uuid.uuid4().hex
 
 
 class CaptureSink(abc.ABC):
@@ -166,7 +175,8 @@ class CsvFileSink(CaptureSink):
                 'request_id': record.request_id, 'row': record.row,
                 'served_at': record.served_at, 'model': record.model,
                 'version': record.version, 'role': record.role,
-                'prediction': record.prediction}) + '\n')
+                'prediction': record.prediction,
+                'capture_rate': record.capture_rate}) + '\n')
             part[4] += 1
             if part[4] >= self.max_rows:
                 self.rotate()
@@ -321,9 +331,7 @@ class CaptureWriter:
     def sampled(self):
         return self.rate > 0 and self._random.random() < self.rate
 
-    @staticmethod
-    def new_request_id():
-        return uuid.uuid4().hex
+    new_request_id = staticmethod(new_request_id)
 
     def submit(self, batch):
         try:
@@ -344,7 +352,8 @@ class CaptureWriter:
                 features[self.timestamp_column] = int(batch.served_at)
             prediction = batch.predictions[i] if i < len(batch.predictions) else None
             records.append(CaptureRecord(features, batch.request_id, i, batch.served_at,
-                                         batch.model, batch.version, batch.role, prediction))
+                                         batch.model, batch.version, batch.role, prediction,
+                                         self.rate))
         return records
 
     def _run(self):

@@ -81,7 +81,7 @@ def _add_serve(subparsers):
 
 def _add_capture(subparsers):
     p = subparsers.add_parser(
-        'capture', help='check captured serving data (TFDV skew and drift)',
+        'capture', help='check captured serving data, label it, export it as a training span',
         description='Work with the requests `tfx-canary serve --capture-rate` captured.')
     commands = p.add_subparsers(dest='capture_command', metavar='COMMAND', title='commands')
     commands.required = True
@@ -108,6 +108,77 @@ def _add_capture(subparsers):
                         "instead of the workspace's")
     v.add_argument('--json', action='store_true', help='print the report as JSON')
     v.set_defaults(func=cmd_capture_validate)
+    _add_capture_label(commands)
+    _add_capture_export(commands)
+
+
+def _add_schema_option(parser):
+    parser.add_argument('--schema', default=None,
+                        help='schema naming the label column (its feature with '
+                             'not_in_environment: "SERVING") and its type (default: the '
+                             'bundled taxi schema)')
+
+
+def _add_capture_label(commands):
+    p = commands.add_parser(
+        'label', formatter_class=HelpFormatter,
+        help='append ground truth from a CSV to the label log (labels that arrive in bulk)',
+        description='Append labels for captured rows to <capture dir>/labels.jsonl, the log '
+                    'POST /v1/models/NAME:feedback writes too. FILE.csv has the columns '
+                    'request_id,row,<label column> (the schema\'s label, typed as in the '
+                    'training CSV). The whole file is checked first: one bad line and nothing '
+                    'is written. The first label for a row wins; later ones are kept for audit '
+                    'and counted as duplicates. Labels for rows not (yet) in the capture are '
+                    'kept and counted as unknown.',
+        epilog='Example:\n  tfx-canary capture label --labels warehouse-tips.csv')
+    p.add_argument('--labels', required=True, metavar='FILE.csv',
+                   help='CSV with the columns request_id,row,<label column>')
+    _add_schema_option(p)
+    locations.add_location_options(p, metadata=False, serving=False, model_name=False,
+                                   capture=True)
+    p.set_defaults(func=cmd_capture_label)
+
+
+def _add_capture_export(commands):
+    p = commands.add_parser(
+        'export', formatter_class=HelpFormatter,
+        help='write the labeled captured rows as a training span (DIR/span-N)',
+        description='Join a capture span with the label log and write the labeled rows as '
+                    'DIR/span-N/data.csv (the training CSV\'s header) plus '
+                    'DIR/span-N/capture-manifest.json (time range, versions and roles that '
+                    'served the rows, rows captured/labeled/unlabeled/rejected, capture rate). '
+                    'Atomic: the span appears whole or not at all, and an existing span is '
+                    'never replaced. Train on it with `tfx-canary run --data-root DIR --span N`.',
+        epilog='Example:\n  tfx-canary capture export --data-root retrain-data')
+    p.add_argument('--data-root', required=True, metavar='DIR',
+                   help='data root to write span-N into (created if missing)')
+    p.add_argument('--span', type=int, default=None,
+                   help='span number to write (default: the next free one in DIR)')
+    p.add_argument('--capture-span', type=int, default=None,
+                   help='captured span to export (default: the latest in --capture-dir)')
+    _add_schema_option(p)
+    locations.add_location_options(p, metadata=False, serving=False, model_name=False,
+                                   capture=True)
+    p.add_argument('--json', action='store_true', help='print the manifest as JSON')
+    p.set_defaults(func=cmd_capture_export)
+
+
+def _schema_path(given):
+    if given is None:
+        from pipeline.configs import PipelineConfig
+        return PipelineConfig().schema_path
+    if not os.path.isfile(given):
+        raise TfxCanaryError('schema %s does not exist: pass --schema PATH/schema.pbtxt'
+                             % given)
+    return given
+
+
+def _label_log(capture_dir, schema):
+    """The capture dir's label log, knowing the rows already captured there."""
+    from serving import labels
+    spec = labels.label_spec_from_schema(schema)
+    return labels.LabelLog(capture_dir, spec,
+                           index=labels.CapturedIndex().load(capture_dir))
 
 
 def _capture_writer(args, metrics):
@@ -119,8 +190,7 @@ def _capture_writer(args, metrics):
                              % args.capture_rate)
     schema = args.capture_schema
     if schema is None:
-        from pipeline.configs import PipelineConfig
-        schema = PipelineConfig().schema_path
+        schema = _schema_path(None)
     if not os.path.isfile(schema):
         raise TfxCanaryError('--capture-schema %s does not exist' % schema)
     capture_dir = locations.resolve(args).capture_dir
@@ -174,6 +244,9 @@ def cmd_serve(args):
         raise TfxCanaryError('no models under %s: expected <model>/rollout.json (run '
                              '`tfx-canary run` first)' % root)
     server.capture = _capture_writer(args, server.metrics)
+    if server.capture is not None:  # labels join captured rows: a log next to them
+        server.feedback = _label_log(server.capture.sink.root,
+                                     args.capture_schema or _schema_path(None))
     print('tfx-canary serve: %s (%s mode) on http://%s:%d/v1/models/%s  [Ctrl-C to stop]'
           % (root, args.mode, args.host, args.port, ','.join(server.registry.models)),
           file=sys.stderr)
@@ -206,3 +279,38 @@ def cmd_capture_validate(args):
     else:
         print(validate.format_report(report))
     return 0 if report['ok'] else 1
+
+
+def cmd_capture_label(args):
+    from serving import labels
+    where = locations.resolve(args)
+    log = _label_log(where.capture_dir, _schema_path(args.schema))
+    parsed = labels.labels_from_csv(args.labels, log.spec)
+    result = log.append(parsed, 'file:%s' % os.path.abspath(args.labels))
+    print('%d labels from %s into %s: %d accepted, %d unknown (kept; joined at export if '
+          'their rows turn up), %d duplicate (the first label wins)'
+          % (len(parsed), args.labels, log.path, result.accepted, result.unknown,
+             result.duplicate))
+    return 0
+
+
+def cmd_capture_export(args):
+    from serving import export, labels
+    where = locations.resolve(args)
+    spec = labels.label_spec_from_schema(_schema_path(args.schema))
+    if args.span is not None and args.span < 1:
+        raise TfxCanaryError('--span must be at least 1, got %d' % args.span)
+    result = export.export(where.capture_dir, args.capture_span, args.data_root, spec,
+                           span=args.span)
+    if args.json:
+        print(json.dumps(result.manifest, indent=2, sort_keys=True))
+        return 0
+    c = result.counts
+    print('exported %d labeled rows as %s (%s): %d captured, %d unlabeled, %d rejected; '
+          'labels: %d pending, %d unknown, %d duplicate; capture rate %s'
+          % (c.labeled, result.directory, export.MANIFEST, c.captured, c.unlabeled,
+             c.rejected, c.labels_pending, c.labels_unknown, c.labels_duplicate,
+             result.manifest['capture_rate']))
+    print('train on it: tfx-canary run --data-root %s --span %d'
+          % (args.data_root, result.span))
+    return 0

@@ -9,8 +9,14 @@ Endpoints (TF Serving's, same bodies and status codes):
     POST /v1/models/NAME/versions/N:predict                   one version
     POST /v1/models/NAME/labels/{stable,canary}:predict       one role
 
-and ours: GET /metrics (also at TF Serving's /monitoring/prometheus/metrics)
-and GET /monitoring/snapshot (the JSON `rollout analyze` reads).
+and ours: GET /metrics (also at TF Serving's /monitoring/prometheus/metrics),
+GET /monitoring/snapshot (the JSON `rollout analyze` reads) and
+POST /v1/models/NAME:feedback (ground truth for captured rows, into the label
+log: serving/labels.py; like Seldon's feedback API, not TF Serving's).
+
+Every predict response carries X-Request-Id: the client's own (that header,
+or a top-level `request_id` field, which TF Serving would ignore), else one
+made here. Captured rows keep it, and labels name rows by it.
 
 Everything CPU-bound for a request (JSON, tensors, the model) runs in one
 call of `ModelServer.predict_sync`: on a worker thread (one executor hop), or,
@@ -50,8 +56,8 @@ from starlette.routing import Route
 
 from rollout import fsutil
 from rollout import metrics_snapshot
-from serving import codec, routing
-from serving.capture import CaptureBatch, feature_rows
+from serving import codec, labels, routing
+from serving.capture import CaptureBatch, feature_rows, new_request_id
 from serving.errors import ServingError, invalid_argument, not_found, payload_too_large
 from serving.metrics import ServingMetrics
 from serving.models import ModelRegistry, ModelVersion
@@ -67,6 +73,9 @@ _PREDICT_RE = re.compile(
 _STATUS_RE = re.compile(
     r'/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?',
     re.IGNORECASE)
+_FEEDBACK_RE = re.compile(r'/v1/models/([^/:]+):feedback', re.IGNORECASE)
+REQUEST_ID_HEADER = b'x-request-id'
+REQUEST_ID_FIELD = 'request_id'
 PREDICT_OUTPUT = 'probabilities'
 DEFAULT_MAX_BODY_BYTES = 16 * 2 ** 20
 
@@ -85,6 +94,7 @@ class ServerConfig:
     snapshot_seconds: float = 5.0
     snapshot_path: str = None             # None: <serving_root>/<model>/serving-metrics.json
     capture: object = None                # a capture.CaptureWriter, or None
+    feedback: object = None               # a labels.LabelLog (POST :feedback), or None
     version_headers: bool = True          # X-Model-Version / X-Model-Role on predict
     # Worker threads for predict calls (None: one per CPU). More calls at once
     # than cores only makes them contend: on 2 cores, 2 threads serve 16
@@ -112,6 +122,26 @@ class Outcome:
     arrays: dict = None
     specs: dict = None
     plan: object = None
+    request_id: str = None
+
+
+def _client_request_id(header_value, document):
+    """The request id a client sent (header first, then the body field), or None."""
+    value = header_value
+    if value is None and isinstance(document, dict):
+        value = document.get(REQUEST_ID_FIELD)
+    if value is None:
+        return None
+    try:
+        return labels.check_request_id(value, 'X-Request-Id / request_id')
+    except labels.LabelError as e:
+        raise invalid_argument(str(e)) from None
+
+
+def _row_count(arrays):
+    """Rows in a request's inputs (the first dimension they share), else 0."""
+    sizes = {a.shape[0] for a in (arrays or {}).values() if getattr(a, 'ndim', 0) >= 1}
+    return sizes.pop() if len(sizes) == 1 else 0
 
 
 def _probabilities(outputs):
@@ -142,6 +172,7 @@ class ModelServer:
                                       config.poll_seconds, loader,
                                       on_change=self.metrics.rollout_changed)
         self.capture = config.capture
+        self.feedback = config.feedback
         self._shadow_pending = 0
         self._predicting = 0              # predict calls running (event loop's view)
         threads = config.predict_threads or os.cpu_count() or 1
@@ -207,7 +238,7 @@ class ModelServer:
 
     # ------------------------------------------------------------ predict
 
-    async def predict(self, name, version, label, body, header_key):
+    async def predict(self, name, version, label, body, header_key, request_id=None):
         """predict_sync from the event loop: inline when alone and small, else on a thread.
 
         Inline only when this is the one predict in progress: requests that
@@ -223,20 +254,25 @@ class ModelServer:
                 await asyncio.sleep(0)
                 inline = self._predicting == 1
             if inline:
-                return self.predict_sync(name, version, label, body, header_key)
+                return self.predict_sync(name, version, label, body, header_key, request_id)
             return await asyncio.get_running_loop().run_in_executor(
-                self._executor, self.predict_sync, name, version, label, body, header_key)
+                self._executor, self.predict_sync, name, version, label, body, header_key,
+                request_id)
         finally:
             self._predicting -= 1
 
-    def predict_sync(self, name, version, label, body, header_key):
-        """Handles one predict call end to end (on a worker thread, or the loop: predict())."""
+    def predict_sync(self, name, version, label, body, header_key, request_id=None):
+        """Handles one predict call end to end (on a worker thread, or the loop: predict()).
+
+        `request_id`: the X-Request-Id header's value, if the client sent one.
+        """
         started = time.perf_counter()
         outcome = Outcome(status=200, body=b'')
         target = None
         try:
             request = codec.parse_request(body)
             outcome.request = request
+            outcome.request_id = _client_request_id(request_id, request.document)
             served = self.registry.get(name)
             plan = served.plan
             outcome.plan = plan
@@ -270,6 +306,8 @@ class ModelServer:
             outcome.status = 500
             outcome.body = codec.error_body('Internal error: %s: %s'
                                             % (type(e).__name__, e)).encode()
+        if outcome.request_id is None:
+            outcome.request_id = new_request_id()
         outcome.seconds = time.perf_counter() - started
         if target is not None:
             self.metrics.predicted(name, target.version, outcome.role, outcome.route,
@@ -318,11 +356,15 @@ class ModelServer:
                 task.add_done_callback(self._shadow_tasks.discard)
         capture = self.capture
         if capture is not None and capture.sampled():
-            capture.submit(CaptureBatch(
+            queued = capture.submit(CaptureBatch(
                 rows=feature_rows(outcome.arrays, outcome.specs),
-                request_id=capture.new_request_id(), served_at=time.time(), model=name,
+                request_id=outcome.request_id, served_at=time.time(), model=name,
                 version=outcome.model.version, role=outcome.role,
                 predictions=outcome.probabilities or []))
+            if queued and self.feedback is not None and self.feedback.index is not None:
+                # Known from now on, so a label sent right after its answer is
+                # accepted before the row reaches a published part.
+                self.feedback.index.add(outcome.request_id, _row_count(outcome.arrays))
 
     async def _shadow(self, name, canary, outcome):
         try:
@@ -460,6 +502,10 @@ class _Api:
         api = 'other'
         try:
             if method == 'POST':
+                match = _FEEDBACK_RE.fullmatch(path)
+                if match:
+                    api = 'feedback'
+                    return await self.feedback(request, match.group(1))
                 match = _PREDICT_RE.fullmatch(path)
                 if match:
                     api = match.group(4).lower()
@@ -486,6 +532,30 @@ class _Api:
             api = 'status'
         self.server.metrics.rest(api, 200)
         return _json_response(200, result)
+
+    async def feedback(self, request, name):
+        """POST /v1/models/NAME:feedback: labels for captured rows, fsynced before the answer."""
+        log = self.server.feedback
+        if log is None:
+            raise ServingError('FAILED_PRECONDITION', 'This server keeps no labels: start '
+                               '`tfx-canary serve` with --capture-rate above 0')
+        if name not in self.server.registry.models:
+            raise not_found('Could not find any versions of model %s' % name)
+        body = await _read_body(request.receive, self.max_body)
+        try:
+            document = json.loads(body) if body else None
+        except ValueError as e:  # not JSON, not UTF-8
+            raise invalid_argument('JSON Parse error: %s' % e) from None
+        except RecursionError:
+            raise invalid_argument('JSON Parse error: The document is nested too deeply') \
+                from None
+        try:
+            parsed = labels.labels_from_json(document, log.spec)
+        except labels.LabelError as e:
+            raise invalid_argument(str(e)) from None
+        result = await anyio.to_thread.run_sync(log.append, parsed, 'feedback', name)
+        self.server.metrics.rest('feedback', 200)
+        return _json_response(200, result.to_json())
 
     async def prometheus(self, request):
         return Response(self.server.metrics.prometheus_text(),
@@ -527,6 +597,13 @@ class _Api:
                     return value.decode('latin-1')
         return None
 
+    @staticmethod
+    def _request_id(scope):
+        for key, value in scope['headers']:
+            if key == REQUEST_ID_HEADER:
+                return value.decode('latin-1')
+        return None
+
     async def fast_predict(self, scope, receive, send, match):
         """A `:predict` call as plain ASGI: Starlette's answer without its per-request objects."""
         server = self.server
@@ -534,7 +611,8 @@ class _Api:
         body = await _read_body(receive, self.max_body)
         if body is None:
             return  # The client went away before sending its body: nobody to answer.
-        outcome = await server.predict(name, version, label, body, self._header_key(scope))
+        outcome = await server.predict(name, version, label, body, self._header_key(scope),
+                                       self._request_id(scope))
         server.metrics.rest('predict', outcome.status)
         server.after_predict(name, outcome)
         # The headers Starlette's Response(media_type=JSON, headers=...) writes.
@@ -542,7 +620,8 @@ class _Api:
         if server.config.version_headers and outcome.model is not None:
             headers += [(b'x-model-version', str(outcome.model.version).encode('latin-1')),
                         (b'x-model-role', (outcome.role or '').encode('latin-1'))]
-        headers += [(b'content-length', str(len(outcome.body)).encode('latin-1')),
+        headers += [(REQUEST_ID_HEADER, outcome.request_id.encode('latin-1')),
+                    (b'content-length', str(len(outcome.body)).encode('latin-1')),
                     (b'content-type', b'application/json')]
         await send({'type': 'http.response.start', 'status': outcome.status,
                     'headers': headers})
