@@ -155,8 +155,14 @@ class CsvFileSink(CaptureSink):
 
     # One open part: [name, csv file, meta file, csv writer, rows, opened_at]
     def _open(self):
-        name = '%s-%05d' % (self._prefix, self._seq)
-        self._seq += 1
+        # Skip names already taken: a second sink of this process started in
+        # the same second (same prefix) must not replace the first one's parts.
+        while True:
+            name = '%s-%05d' % (self._prefix, self._seq)
+            self._seq += 1
+            if not any(os.path.exists(os.path.join(self.directory, n)) for n in (
+                    name + '.csv', name + '.meta.jsonl', '.%s.csv.tmp' % name)):
+                break
         data = open(os.path.join(self.directory, '.%s.csv.tmp' % name), 'w', newline='',
                     encoding='utf-8')
         meta = open(os.path.join(self.directory, '.%s.meta.jsonl.tmp' % name), 'w',
