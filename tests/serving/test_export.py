@@ -80,6 +80,18 @@ def test_the_exported_span_reads_like_the_bundled_ones(tmp_path):
     assert len(spans.check_span_range(str(data_root), 'span-{SPAN}/*.csv', 1, 4)) == 4
 
 
+def test_a_data_root_with_other_columns_is_refused(tmp_path):
+    data_root = tmp_path / 'data'
+    (data_root / 'span-1').mkdir(parents=True)
+    (data_root / 'span-1' / 'data.csv').write_text('fare,tips\n1.0,0.5\n')
+    capture_dir = tmp_path / 'capture'
+    _capture(capture_dir, ROWS)
+    _label(capture_dir, [('a', 0, 2.5)])
+    with pytest.raises(export.ExportError, match='another header than .*span-1/data.csv'):
+        export.export(str(capture_dir), 1, str(data_root), SPEC)
+    assert sorted(os.listdir(data_root)) == ['.export.lock', 'span-1']
+
+
 def test_an_existing_span_is_never_replaced(tmp_path):
     capture_dir = tmp_path / 'capture'
     _capture(capture_dir, ROWS)

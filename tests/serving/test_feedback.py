@@ -132,6 +132,14 @@ def test_a_malformed_feedback_body_is_a_400_and_writes_nothing(serving_root, tmp
     assert _log_lines(capture_dir) == []
 
 
+def test_a_server_without_capture_refuses_labels(serving_root):
+    with running(serving_root) as background:
+        response = httpx.post(background.url + FEEDBACK, json={'labels': [
+            {'request_id': 'a', 'row': 0, 'tips': 1.0}]})
+    assert response.status_code == 400
+    assert '--capture-rate above 0' in response.json()['error']
+
+
 def test_a_label_before_its_part_is_published_is_accepted_and_joined(serving_root, tmp_path):
     capture_dir = tmp_path / 'capture'
     span_dir = capture_dir / 'span-1'
