@@ -296,10 +296,10 @@ def cmd_capture_label(args):
 
 def cmd_capture_export(args):
     from serving import export, labels
-    where = locations.resolve(args)
-    spec = labels.label_spec_from_schema(_schema_path(args.schema))
     if args.span is not None and args.span < 1:
         raise TfxCanaryError('--span must be at least 1, got %d' % args.span)
+    where = locations.resolve(args)
+    spec = labels.label_spec_from_schema(_schema_path(args.schema))
     result = export.export(where.capture_dir, args.capture_span, args.data_root, spec,
                            span=args.span)
     if args.json:
