@@ -288,10 +288,16 @@ class LabelLog:
             created = not os.path.exists(self.path)
             with open(self.path, 'a+b') as f:
                 self._catch_up(f)
-                lines, counts = self._lines(labels, source, model)
-                f.write(''.join(lines).encode('utf-8'))
-                f.flush()
-                os.fsync(f.fileno())
+                lines, seen, counts = self._lines(labels, source, model)
+                start = f.tell()
+                try:
+                    self._write(f, ''.join(lines).encode('utf-8'))
+                except OSError:
+                    # A full disk mid-batch: take back what got written, so an
+                    # unacknowledged batch leaves nothing (the client resends).
+                    f.truncate(start)
+                    raise
+                self._seen |= seen
                 self._offset = f.tell()
             if created:
                 fsutil.fsync_dir(self.capture_root)
@@ -312,25 +318,33 @@ class LabelLog:
                 continue
         f.seek(0, os.SEEK_END)
 
+    @staticmethod
+    def _write(f, data):
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
     def _lines(self, labels, source, model):
+        """The log lines of a batch, the keys it labels first, and its counts."""
         accepted = unknown = duplicate = 0
         lines = []
+        seen = set()
         now = time.time()
         for label in labels:
             key = (label.request_id, label.row)
             entry = {REQUEST_ID: label.request_id, ROW: label.row, F_VALUE: label.value,
                      F_COLUMN: self.spec.name, F_MODEL: model, F_SOURCE: source, F_AT: now}
-            if key in self._seen:
+            if key in self._seen or key in seen:
                 entry[F_DUPLICATE] = True
                 duplicate += 1
             else:
-                self._seen.add(key)
+                seen.add(key)
                 known = self.index is None or key in self.index
                 entry[F_KNOWN] = known
                 accepted += known
                 unknown += not known
             lines.append(json.dumps(entry, allow_nan=False) + '\n')
-        return lines, (accepted, unknown, duplicate)
+        return lines, seen, (accepted, unknown, duplicate)
 
 
 def first_labels(capture_root):

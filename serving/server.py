@@ -54,6 +54,7 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
+from common.errors import TfxCanaryError
 from rollout import fsutil
 from rollout import metrics_snapshot
 from serving import codec, labels, routing
@@ -553,7 +554,12 @@ class _Api:
             parsed = labels.labels_from_json(document, log.spec)
         except labels.LabelError as e:
             raise invalid_argument(str(e)) from None
-        result = await anyio.to_thread.run_sync(log.append, parsed, 'feedback', name)
+        try:
+            result = await anyio.to_thread.run_sync(log.append, parsed, 'feedback', name)
+        except (OSError, TfxCanaryError) as e:  # a full disk, a lock held too long
+            logger.error('feedback: cannot write %s: %s', log.path, e)
+            raise ServingError('UNAVAILABLE', 'Cannot write the label log: %s; nothing was '
+                               'recorded: send the labels again' % e) from None
         self.server.metrics.rest('feedback', 200)
         return _json_response(200, result.to_json())
 

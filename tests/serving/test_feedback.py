@@ -131,6 +131,29 @@ def test_a_malformed_feedback_body_is_a_400_and_writes_nothing(serving_root, tmp
     assert _log_lines(capture_dir) == []
 
 
+def test_a_failed_log_write_is_a_503_that_leaves_nothing(serving_root, tmp_path,
+                                                        monkeypatch):
+    capture_dir = tmp_path / 'capture'
+    body = {'labels': [{'request_id': 'a', 'row': 0, 'tips': 1.0},
+                       {'request_id': 'b', 'row': 0, 'tips': 2.0}]}
+
+    def disk_full(f, data):
+        f.write(data[:len(data) // 2])  # half the batch reached the file
+        f.flush()
+        raise OSError(28, 'No space left on device')
+    with capturing_server(serving_root, capture_dir) as client:
+        monkeypatch.setattr(labels.LabelLog, '_write', staticmethod(disk_full))
+        failed = client.post(FEEDBACK, json=body)
+        assert failed.status_code == 503
+        assert 'No space left on device' in failed.json()['error']
+        assert os.path.getsize(capture_dir / labels.LABEL_LOG) == 0
+        monkeypatch.undo()
+        # Sent again: taken as new labels, not as duplicates of the failed batch.
+        again = client.post(FEEDBACK, json=body)
+        assert again.json() == {'accepted': 0, 'unknown': 2, 'duplicate': 0}
+    assert [e['request_id'] for e in _log_lines(capture_dir)] == ['a', 'b']
+
+
 def test_a_server_without_capture_refuses_labels(serving_root):
     with running(serving_root) as background:
         response = httpx.post(background.url + FEEDBACK, json={'labels': [
