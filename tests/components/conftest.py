@@ -62,6 +62,16 @@ def span_statistics(span, mutate=None):
     return tfdv.generate_statistics_from_dataframe(frame)
 
 
+def with_custom_properties(artifact, custom):
+    """`artifact` with int/string custom properties set, as an executor would."""
+    for name, value in custom.items():
+        if isinstance(value, int):
+            artifact.set_int_custom_property(name, value)
+        else:
+            artifact.set_string_custom_property(name, value)
+    return artifact
+
+
 def statistics_artifact(uri, statistics, span, splits=('train', 'eval'), **custom):
     """An ExampleStatistics artifact laid out as StatisticsGen writes it."""
     from tfx.types import artifact_utils, standard_artifacts
@@ -74,12 +84,7 @@ def statistics_artifact(uri, statistics, span, splits=('train', 'eval'), **custo
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, 'FeatureStats.pb'), 'wb') as f:
             f.write(statistics.SerializeToString())
-    for name, value in custom.items():
-        if isinstance(value, int):
-            artifact.set_int_custom_property(name, value)
-        else:
-            artifact.set_string_custom_property(name, value)
-    return artifact
+    return with_custom_properties(artifact, custom)
 
 
 @pytest.fixture(scope='session')

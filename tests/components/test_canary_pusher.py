@@ -15,6 +15,7 @@ from components.baseline import resolve
 from components.canary_pusher import executor as pusher_executor
 from rollout import control, tfserving
 from rollout.errors import StaleBaselineError
+from tests.components.conftest import with_custom_properties
 from tests.rollout.conftest import snapshot_tree
 
 MODEL = 'taxi'
@@ -23,12 +24,7 @@ MODEL = 'taxi'
 def _artifact(cls, uri, **custom):
     artifact = cls()
     artifact.uri = uri
-    for name, value in custom.items():
-        if isinstance(value, int):
-            artifact.set_int_custom_property(name, value)
-        else:
-            artifact.set_string_custom_property(name, value)
-    return artifact
+    return with_custom_properties(artifact, custom)
 
 
 def _blessing(tmp_path, blessed=True, against='none'):
