@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 
-from pipeline.errors import TfxCanaryError
+from common.errors import TfxCanaryError
 from runners import kfp_spec
 
 TOKEN_ENV = 'KF_PIPELINES_SA_TOKEN_PATH'

@@ -12,7 +12,7 @@ import os
 from typing import Dict, FrozenSet, Optional, Tuple
 
 from pipeline import kubeflow_configs
-from pipeline.errors import TfxCanaryError
+from common.errors import TfxCanaryError
 from runners import kfp_spec
 
 # The checkout whose code and data the local processes use: the image's
@@ -77,6 +77,11 @@ class LocalPackage:
 
     def executor(self, label):
         return self.spec['deploymentSpec']['executors'][label]
+
+    def container_tasks(self):
+        """The tasks that run a container (kfp.local handles importers itself)."""
+        return sorted(name for name, task in self.tasks.items() if 'container' in self.executor(
+            self.spec['components'][task['componentRef']['name']]['executorLabel']))
 
     def serving_root(self):
         """The staging area the steps name (`serving_root` constants), or None."""

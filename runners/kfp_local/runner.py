@@ -48,6 +48,12 @@ class KfpLocalTaskFailed(KfpLocalError):
     """A task of the local run exited non-zero."""
 
 
+# TFX's entrypoint writes a custom property whose name is also a property of
+# the type as "custom:<name>" (tfx.types.artifact.CUSTOM_PROPERTIES_PREFIX;
+# importing that module imports TensorFlow). ExampleGen's span is one.
+TFX_CUSTOM_PREFIX = 'custom:'
+
+
 @dataclasses.dataclass(frozen=True)
 class ArtifactOut:
     """One output artifact as the task's executor output reported it."""
@@ -55,6 +61,10 @@ class ArtifactOut:
     type_title: str     # e.g. tfx.ModelBlessing (from the IR's instanceSchema)
     uri: str
     metadata: Dict[str, object]
+
+    def get(self, name, default=None):
+        """A property or custom property by its TFX name."""
+        return self.metadata.get(name, self.metadata.get(TFX_CUSTOM_PREFIX + name, default))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +122,7 @@ class _Session:
         self.current = None
         self.tasks = []
         self.run_dir = None
-        self.total = len(package.tasks)
+        self.total = len(package.container_tasks())
 
     # ---- kfp.local hooks
 
@@ -321,12 +331,16 @@ def run_local(package_path, workspace, serving_root=None, params=None, write=Non
     session = _Session(package, mounts, pipeline_root, write)
     from kfp.local import pipeline_orchestrator
     started = time.monotonic()
+    # kfp.local's own log lines; in the run's folder once kfp.local has named it.
     orchestrator_log = os.path.join(pipeline_root, '.%s.%d' % (ORCHESTRATOR_LOG, os.getpid()))
-    with open(orchestrator_log, 'w') as log, contextlib.redirect_stdout(log), \
-            _patched_kfp_local(session):
-        pipeline_orchestrator.run_local_pipeline(package.pipeline_spec_proto(), arguments.values)
-    if session.run_dir:
-        os.replace(orchestrator_log, os.path.join(session.run_dir, ORCHESTRATOR_LOG))
+    try:
+        with open(orchestrator_log, 'w') as log, contextlib.redirect_stdout(log), \
+                _patched_kfp_local(session):
+            pipeline_orchestrator.run_local_pipeline(package.pipeline_spec_proto(),
+                                                     arguments.values)
+    finally:
+        if session.run_dir:
+            os.replace(orchestrator_log, os.path.join(session.run_dir, ORCHESTRATOR_LOG))
     run = LocalRun(package.path, package.pipeline_name, session.run_dir, tuple(session.tasks),
                    time.monotonic() - started, dict(arguments.values))
     failed = [t for t in run.tasks if not t.succeeded]
@@ -335,8 +349,8 @@ def run_local(package_path, workspace, serving_root=None, params=None, write=Non
         detail = _last_error_line(task.log_path)
         raise KfpLocalTaskFailed('task %s failed (exit %d)%s; its log: %s' % (
             task.name, task.exit_code, ': %s' % detail if detail else '', task.log_path))
-    if len(run.tasks) != len(package.tasks):
-        raise KfpLocalError('kfp.local ran %d of %d tasks of %s; see %s' % (
-            len(run.tasks), len(package.tasks), package.pipeline_name,
+    if len(run.tasks) != session.total:
+        raise KfpLocalError('kfp.local ran %d of %d container tasks of %s; see %s' % (
+            len(run.tasks), session.total, package.pipeline_name,
             os.path.join(session.run_dir or pipeline_root, ORCHESTRATOR_LOG)))
     return run

@@ -16,13 +16,13 @@ def _first(run, type_name, keep=lambda artifact: True):
 
 
 def _flag(artifact, key):
-    if artifact is None or artifact.metadata.get(key) is None:
+    if artifact is None or artifact.get(key) is None:
         return None
-    return bool(artifact.metadata[key])
+    return bool(artifact.get(key))
 
 
 def _is_baseline(artifact):
-    return names.HAS_BASELINE in artifact.metadata
+    return artifact.get(names.HAS_BASELINE) is not None
 
 
 def summarize(run) -> RunSummary:
@@ -36,18 +36,18 @@ def summarize(run) -> RunSummary:
     pushed = _first(run, names.PUSHED_MODEL)
     metrics = overall_metrics(evaluation.uri) if evaluation else {}
     baseline_uri = None
-    if baseline is not None and baseline.metadata.get(names.HAS_BASELINE):
-        baseline_uri = 'stable v%d, %s' % (int(baseline.metadata[names.BASELINE_VERSION]),
-                                           baseline.metadata.get(names.BASELINE_URI))
-    span = examples.metadata.get(names.SPAN) if examples else None
+    if baseline is not None and baseline.get(names.HAS_BASELINE):
+        baseline_uri = 'stable v%d, %s' % (int(baseline.get(names.BASELINE_VERSION)),
+                                           baseline.get(names.BASELINE_URI))
+    span = examples.get(names.SPAN) if examples else None
     return RunSummary(
         span=int(span) if span is not None else None,
-        span_range=examples.metadata.get(names.SPAN_RANGE) if examples else None,
+        span_range=examples.get(names.SPAN_RANGE) if examples else None,
         blessed=_flag(_first(run, names.MODEL_BLESSING), names.BLESSED),
         metrics=metrics.get(CANDIDATE, {}), baseline_metrics=metrics.get(BASELINE, {}),
         baseline_uri=baseline_uri, pushed=bool(_flag(pushed, names.PUSHED)),
-        pushed_destination=pushed.metadata.get(names.PUSHED_DESTINATION) if pushed else None,
-        not_pushed_reason=(pushed.metadata.get(names.NOT_PUSHED_REASON) or None)
+        pushed_destination=pushed.get(names.PUSHED_DESTINATION) if pushed else None,
+        not_pushed_reason=(pushed.get(names.NOT_PUSHED_REASON) or None)
         if pushed else None,
         model_uri=model.uri if model else None, seconds=run.seconds,
         run_id=run.run_dir and run.run_dir.rstrip('/').rsplit('/', 1)[-1])

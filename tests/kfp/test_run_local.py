@@ -217,3 +217,27 @@ def test_a_failing_task_is_named_with_its_log(tfx_canary, kfp_package, tmp_path)
     assert log.endswith(os.path.join(task, runner.TASK_LOG))
     with open(log) as f:
         assert detail in f.read()   # The task's own last error line.
+
+
+def test_the_summary_reads_what_the_tasks_reported():
+    """As TFX's entrypoint writes executor outputs: ExampleGen's span is a custom
+    property that shares a property's name, so it comes back as custom:span."""
+    from runners.kfp_local import summary
+    out = runner.ArtifactOut
+
+    def task(name, *outputs):
+        return runner.TaskRun(name, True, 1.0, '/logs/%s' % name, 0, outputs)
+
+    run = runner.LocalRun('p.yaml', 'tfx-canary-taxi', '/ws/kfp-local/tfx-canary-taxi-1', (
+        task('CsvExampleGen', out('examples', 'tfx.Examples', '/e', {'custom:span': 2.0})),
+        task('BaselineModel', out('model', 'tfx.Model', '/b', {
+            'has_baseline': 1.0, 'baseline_version': 1.0, 'baseline_uri': '/s/taxi/1'})),
+        task('Trainer', out('model', 'tfx.Model', '/m', {})),
+        task('Evaluator', out('blessing', 'tfx.ModelBlessing', '/bl', {'blessed': 1.0})),
+        task('CanaryPusher', out('pushed_model', 'tfx.PushedModel', '/p', {
+            'pushed': 1.0, 'pushed_destination': '/s/taxi/2'}))), 12.5, {})
+    result = summary.summarize(run)
+    assert (result.span, result.blessed, result.pushed, result.pushed_destination) == (
+        2, True, True, '/s/taxi/2')
+    assert (result.baseline_uri, result.model_uri, result.run_id) == (
+        'stable v1, /s/taxi/1', '/m', 'tfx-canary-taxi-1')
