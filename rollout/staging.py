@@ -30,7 +30,8 @@ DELETING_PREFIX = ".deleting-"
 # What identifies a SavedModel export: TF >= 2.9 writes fingerprint.pb
 # (checksums of graph, signatures, variables), identical for identical
 # exports; saved_model.pb is the fallback for older exports.
-IDENTITY_FILES = ("fingerprint.pb", "saved_model.pb")
+FINGERPRINT_FILE = "fingerprint.pb"
+IDENTITY_FILES = (FINGERPRINT_FILE, "saved_model.pb")
 
 _VERSION_RE = re.compile(r"[0-9]+")
 _MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -228,9 +229,29 @@ def saved_model_fingerprint(model_dir):
     for name in IDENTITY_FILES:
         path = os.path.join(os.fspath(model_dir), name)
         if storage.isfile(path):
-            digest = hashlib.sha256(storage.read_bytes(path)).hexdigest()
-            return f"{name}:{digest}"
+            data = storage.read_bytes(path)
+            if name == FINGERPRINT_FILE:
+                data = _model_identity(data)
+            return f"{name}:{hashlib.sha256(data).hexdigest()}"
     return None
+
+
+def _model_identity(fingerprint_bytes):
+    """What identifies the model in TF's FingerprintDef: the graph program, the
+    signatures, the object graph and the checkpoint (the weights).
+
+    Not `saved_model_checksum`: it hashes saved_model.pb's bytes, which differ
+    between two exports of the same program and weights (TF serializes graph
+    nodes in varying order), so an unchanged model re-exported by a re-run
+    would look new and be staged again as a duplicate canary. TensorFlow is
+    imported here only: the fingerprints are taken in pipeline steps, which
+    have it loaded already.
+    """
+    from tensorflow.core.protobuf import fingerprint_pb2  # pylint: disable=import-outside-toplevel
+
+    fingerprint = fingerprint_pb2.FingerprintDef.FromString(fingerprint_bytes)
+    return b"%d:%d:%d:%d" % (fingerprint.graph_def_program_hash, fingerprint.signature_def_hash,
+                             fingerprint.saved_object_graph_hash, fingerprint.checkpoint_hash)
 
 
 def validate_saved_model(path, required_signatures=("serving_default",)):

@@ -162,12 +162,6 @@ def test_the_vertex_job_runs_under_the_same_local_execution(runs):
         k: kfp[k] for k in SUMMARY_LINES + ('baseline',)}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'components/canary_pusher/staged.py compares fingerprint.pb byte for byte, whose '
-    'saved_model_checksum differs between two exports of the same program and weights (TF '
-    'serializes the graph\'s nodes in a different order); a retrained identical model is staged '
-    'again as a new canary. Compare graph_def_program_hash, signature_def_hash, '
-    'saved_object_graph_hash and checkpoint_hash instead (see the issue #13 report).'))
 def test_a_rerun_with_nothing_changed_stages_nothing_new(runs):
     """What a KFP cache hit would give: nothing new staged, rollout.json as it was."""
     assert _summary(runs['outputs'][2])['pushed to'] == str(

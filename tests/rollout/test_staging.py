@@ -152,18 +152,42 @@ def test_validate_saved_model_with_a_real_savedmodel(tmp_path, serving_root):
         staging.validate_saved_model(str(tmp_path), ["serving_default"])
 
 
+def _fingerprint_def(**hashes):
+    """A TF FingerprintDef as a SavedModel export writes it (fingerprint.pb)."""
+    from tensorflow.core.protobuf import fingerprint_pb2
+    values = dict(saved_model_checksum=11, graph_def_program_hash=22, signature_def_hash=33,
+                  saved_object_graph_hash=44, checkpoint_hash=55)
+    values.update(hashes)
+    return fingerprint_pb2.FingerprintDef(**values).SerializeToString()
+
+
+@pytest.mark.parametrize("changed, same_model", [
+    ({"saved_model_checksum": 12}, True),     # the same program and weights, re-exported
+    ({"checkpoint_hash": 56}, False),         # other weights
+    ({"graph_def_program_hash": 23}, False),  # other code
+    ({"signature_def_hash": 34}, False),      # other signatures
+])
+def test_a_reexport_of_the_same_model_has_the_same_fingerprint(tmp_path, changed, same_model):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, data in ((first, _fingerprint_def()), (second, _fingerprint_def(**changed))):
+        folder.mkdir()
+        (folder / "fingerprint.pb").write_bytes(data)
+    same = staging.saved_model_fingerprint(first) == staging.saved_model_fingerprint(second)
+    assert same == same_model
+
+
 def test_the_fingerprint_names_the_export_locally_and_on_an_object_store(make_model):
     from tfx.dsl.io import fileio
     a, b = make_model("a"), make_model("b")
     assert staging.saved_model_fingerprint(a) != staging.saved_model_fingerprint(b)
     assert staging.saved_model_fingerprint(a).startswith("saved_model.pb:")
     with open(os.path.join(a, "fingerprint.pb"), "wb") as f:
-        f.write(b"checksums")   # TF >= 2.9 exports: fingerprint.pb wins.
+        f.write(_fingerprint_def())   # TF >= 2.9 exports: fingerprint.pb wins.
     local = staging.saved_model_fingerprint(a)
     assert local.startswith("fingerprint.pb:")
     remote = "ram://fingerprint-%s/1" % os.getpid()
     fileio.makedirs(remote)
     with fileio.open(remote + "/fingerprint.pb", "wb") as f:
-        f.write(b"checksums")
+        f.write(_fingerprint_def())
     assert staging.saved_model_fingerprint(remote) == local
     assert staging.saved_model_fingerprint(os.path.dirname(a)) is None
