@@ -160,3 +160,55 @@ def test_export_command_prints_the_span_or_one_error_line(tmp_path, capsys):
     assert code == 0
     assert 'exported 1 labeled rows as %s' % (data_root / 'span-1') in out
     assert 'tfx-canary run --data-root %s --span 1' % data_root in out
+
+
+# ---------------------------------------------------------------- the trained taxi model
+
+@pytest.mark.e2e
+def test_served_rows_and_their_tips_come_back_as_the_next_span(module_workspace, schema,
+                                                               tmp_path):
+    """Span-2 trips served by the pipeline's model, tipped later, exported as span 4."""
+    import csv
+
+    import httpx
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    from modules import features
+    from serving import client
+    from tests.serving.conftest import predict_body, running
+    source = os.path.join(DATA_ROOT, 'span-2', 'data.csv')
+    with open(source, newline='') as f:
+        trips = [r for r in csv.DictReader(f)
+                 if all(r[k] != '' for k in features.RAW_FEATURE_KEYS)][:30]
+    instances = client.instances_from_csv(source, schema, features.RAW_FEATURE_KEYS, limit=30)
+    capture_dir = tmp_path / 'capture'
+    sink = capture.CsvFileSink(str(capture_dir), 1, HEADER)
+    writer = capture.CaptureWriter(sink, 1.0, timestamp_column='trip_start_timestamp')
+    log = labels.LabelLog(str(capture_dir), SPEC, labels.CapturedIndex())
+    with running(module_workspace / 'serving', capture=writer, feedback=log) as background:
+        with httpx.Client(base_url=background.url, timeout=60) as http:
+            for batch in range(3):
+                answer = http.post('/v1/models/taxi:predict',
+                                   json=predict_body(instances[10 * batch:10 * batch + 10]),
+                                   headers={'X-Request-Id': 'trips-%d' % batch})
+                assert answer.status_code == 200, answer.text
+            tips = [{'request_id': 'trips-%d' % (i // 10), 'row': i % 10,
+                     'tips': float(trip['tips'])} for i, trip in enumerate(trips)]
+            assert http.post('/v1/models/taxi:feedback', json={'labels': tips}).json() == {
+                'accepted': 30, 'unknown': 0, 'duplicate': 0}
+    data_root = tmp_path / 'data'
+    shutil.copytree(DATA_ROOT, data_root)
+    result = export.export(str(capture_dir), None, str(data_root), SPEC)
+    assert result.span == 4 and result.counts.labeled == 30
+    exported = _rows(result)
+    kinds = {f.name: f.type for f in schema.feature}
+    for trip, row in zip(trips, exported):
+        for key in features.RAW_FEATURE_KEYS:
+            if kinds[key] == schema_pb2.FLOAT:  # float32 on the way through the model
+                assert float(row[key]) == pytest.approx(float(trip[key]), rel=1e-6), key
+            else:
+                assert row[key] == trip[key], key
+        assert float(row['tips']) == float(trip['tips'])
+    assert {(s['version'], s['role']) for s in result.manifest['served_by']} <= {
+        (1, 'stable'), (2, 'canary')}
+    assert len(spans.check_span_range(str(data_root), 'span-{SPAN}/*.csv', 1, 4)) == 4
