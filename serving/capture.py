@@ -126,6 +126,13 @@ def latest_span(root):
     return max(spans) if spans else None
 
 
+def span_parts(root, span=None):
+    """(span, its published part files): `span`, or the latest; (None, []) when there is none."""
+    if span is None:
+        span = latest_span(root)
+    return span, (part_files(root, span) if span is not None else [])
+
+
 def part_files(root, span):
     directory = span_dir(root, span)
     try:

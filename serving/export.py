@@ -175,12 +175,10 @@ def _manifest(capture_root, capture_span, parts, spec, meta, counts, rates):
 def export(capture_root, capture_span, data_root, spec, span=None):
     """Writes the labeled rows of one capture span as data_root/span-N; ExportResult."""
     capture_root = os.path.abspath(capture_root)
+    capture_span, parts = capture.span_parts(capture_root, capture_span)
     if capture_span is None:
-        capture_span = capture.latest_span(capture_root)
-        if capture_span is None:
-            raise ExportError('no capture spans in %s: start `tfx-canary serve --capture-rate '
-                              'R` (or pass --capture-dir)' % capture_root)
-    parts = capture.part_files(capture_root, capture_span)
+        raise ExportError('no capture spans in %s: start `tfx-canary serve --capture-rate '
+                          'R` (or pass --capture-dir)' % capture_root)
     if not parts:
         raise ExportError('capture span %d in %s has no published parts yet: `serve` publishes '
                           'a part when it rotates or stops' % (capture_span, capture_root))

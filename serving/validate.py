@@ -325,12 +325,10 @@ def _schema_path(workspace, schema_path, sources, serving_root, model_name):
 
 
 def _capture_files(capture_root, span):
+    span, files = capture_mod.span_parts(capture_root, span)
     if span is None:
-        span = capture_mod.latest_span(capture_root)
-        if span is None:
-            raise CaptureError('no span-N folders in %s: capture some traffic with '
-                               '`tfx-canary serve --capture-rate 0.1`' % capture_root)
-    files = capture_mod.part_files(capture_root, span)
+        raise CaptureError('no span-N folders in %s: capture some traffic with '
+                           '`tfx-canary serve --capture-rate 0.1`' % capture_root)
     if not files:
         raise CaptureError('%s holds no part-*.csv files' % capture_mod.span_dir(capture_root,
                                                                                  span))
