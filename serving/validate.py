@@ -140,14 +140,18 @@ def _column_kinds(header, rows, schema):
     return kinds
 
 
-def read_csv(paths):
-    """(header, rows) of CSV files sharing one header."""
+def read_csv(paths, counts=None):
+    """(header, rows) of CSV files sharing one header; `counts` (a list), if
+    given, gets each file's number of rows."""
     header, rows = None, []
     for path in paths:
+        before = len(rows)
         with open(path, newline='', encoding='utf-8') as f:
             reader = csv.reader(f)
             this = next(reader, None)
             if this is None:
+                if counts is not None:
+                    counts.append(0)
                 continue
             if header is None:
                 header = this
@@ -159,20 +163,23 @@ def read_csv(paths):
                     raise CaptureError('%s line %d has %d fields, the header %d'
                                        % (path, number, len(row), len(header)))
                 rows.append(row)
+        if counts is not None:
+            counts.append(len(rows) - before)
     if header is None or not rows:
         raise CaptureError('no captured rows in %s' % ', '.join(paths))
     return header, rows
 
 
-def statistics_for(paths, schema, only=None):
+def statistics_for(paths, schema, only=None, table=None):
     """TFDV statistics of CSV files, decoded as CsvExampleGen would
-    (`only`: the indices of the rows to take, default all)."""
+    (`only`: the indices of the rows to take, default all; `table`: their
+    (header, rows) when already read)."""
     from tensorflow_data_validation.statistics import stats_impl
     import tensorflow_data_validation as tfdv
     from tensorflow.core.example import example_pb2
     from tfx_bsl.coders import example_coder
 
-    header, rows = read_csv(paths)
+    header, rows = table or read_csv(paths)
     if only is not None:
         rows = [rows[i] for i in sorted(only)]
     kinds = _column_kinds(header, rows, schema)
@@ -266,27 +273,28 @@ class TrainingSource:
     rows: tuple               # indices of those rows in the capture span
 
 
-def _served_versions(files):
-    """The serving version of each captured row (None where its meta is missing)."""
+def _served_versions(files, counts):
+    """The serving version of each captured row (None where its meta is missing);
+    `counts`: each file's number of rows (read_csv)."""
     versions = []
-    for path in files:
+    for path, rows in zip(files, counts):
         try:
             meta = capture_mod.read_meta(path)
         except FileNotFoundError:
             meta = []
-        rows = len(read_csv([path])[1])
         versions += [m.get('version') for m in meta[:rows]] + [None] * max(0, rows - len(meta))
     return versions
 
 
-def training_sources(files, workspace, stats_path=None, serving_root=None, model_name=None):
+def training_sources(files, counts, workspace, stats_path=None, serving_root=None,
+                     model_name=None):
     """Which training statistics each captured row is compared with.
 
     --stats: those, for every row. Otherwise each serving version's own
     staged training statistics; the workspace's newest StatisticsGen output
     for rows of a version staged without them (or of no known version).
     """
-    versions = _served_versions(files)
+    versions = _served_versions(files, counts)
     if stats_path:
         return [TrainingSource(None, find_stats(workspace, stats_path), '--stats',
                                tuple(range(len(versions))))]
@@ -344,11 +352,11 @@ def _previous(capture_root, span, schema, training):
     return training, 'training statistics (no earlier capture span)'
 
 
-def _skew_rows(source, files, schema, checked_schema, comparators):
+def _skew_rows(source, table, schema, checked_schema, comparators):
     """The skew table of one training source against the rows it served."""
     import tensorflow_data_validation as tfdv
     training = load_stats(source.stats_path)
-    served, _ = statistics_for(files, schema, only=source.rows)
+    served, _ = statistics_for(None, schema, only=source.rows, table=table)
     # Only the skew verdicts are taken from this call: the training data
     # itself was validated by the pipeline.
     skewed = tfdv.validate_statistics(training, checked_schema, environment=SERVING,
@@ -385,14 +393,16 @@ def validate(capture_root, span=None, workspace=DEFAULT_WORKSPACE, schema_path=N
     import tensorflow_data_validation as tfdv
 
     span, files = _capture_files(capture_root, span)
-    sources = training_sources(files, workspace, stats_path, serving_root, model_name)
+    counts = []
+    table = read_csv(files, counts)   # Read once: every check below takes its rows from it.
+    sources = training_sources(files, counts, workspace, stats_path, serving_root, model_name)
     schema_path = _schema_path(workspace, schema_path, sources, serving_root, model_name)
     schema = load_schema(schema_path)
     primary = max(sources, key=lambda s: len(s.rows))
     training = load_stats(primary.stats_path)
     checked_schema, excluded = serving_schema(schema, set(served_columns))
     comparators = _comparators(checked_schema)
-    current, rows = statistics_for(files, schema)
+    current, rows = statistics_for(files, schema, table=table)
     previous, previous_name = _previous(capture_root, span, schema, training)
 
     # Schema + drift, with the capture as the current span.
@@ -403,7 +413,7 @@ def validate(capture_root, span=None, workspace=DEFAULT_WORKSPACE, schema_path=N
     schema_anomalies = _anomaly_list(
         checked, lambda r: not (_is_comparator(r, 'previous') or _is_comparator(r, 'serving')))
     skew = [row for source in sources
-            for row in _skew_rows(source, files, schema, checked_schema, comparators)]
+            for row in _skew_rows(source, table, schema, checked_schema, comparators)]
     report = {
         'capture': capture_mod.span_dir(capture_root, span), 'span': span,
         'files': files, 'rows': rows, 'schema': schema_path, 'environment': SERVING,
