@@ -22,6 +22,7 @@ import os
 import shutil
 from typing import Optional, Tuple
 
+from common import storage
 from rollout import fsutil
 from rollout.errors import RolloutError
 
@@ -120,29 +121,14 @@ def write(serving_root: str, model_name: str, version: int, data: TrainingData) 
     return final
 
 
-def _fileio():
-    # Lazy: TFX's fileio imports TensorFlow; the rollout CLI must start fast.
-    from tfx.dsl.io import fileio
-    return fileio
-
-
 def read(serving_root: str, model_name: str, version: int) -> Optional[StagedTrainingData]:
     """The training data staged beside `version`, or None (staged before this
     existed, or never). Local paths and fileio URIs (gs://, s3://) alike."""
     directory = data_dir(serving_root, model_name, version)
     source_path = os.path.join(directory, SOURCE_FILE)
-    if '://' in serving_root:
-        fileio = _fileio()
-        if not fileio.exists(source_path):
-            return None
-        with fileio.open(source_path, 'rb') as f:
-            raw = f.read()
-    else:
-        try:
-            with open(source_path, 'rb') as f:
-                raw = f.read()
-        except FileNotFoundError:
-            return None
+    if not storage.isfile(source_path):
+        return None
+    raw = storage.read_bytes(source_path)
     try:
         source = json.loads(raw.decode('utf-8'))
         if source.get('format') != FORMAT:
