@@ -12,10 +12,11 @@ import json
 import os
 import re
 
-from common import locations
+from common import capture_manifest, locations
 from common import mlmd_names as names
 from common import tfx_outputs
 from common.mlmd import value_of
+from common.storage import local_path
 from lineage import files
 from lineage.errors import LineageError, NotFoundError
 from lineage.query import Execution, is_a, short_type, state_name
@@ -370,6 +371,74 @@ def _examples_record(graph, examples):
     return record
 
 
+def _span_dirs(examples):
+    """The local span folders an Examples record was read from (input base + pattern)."""
+    base = local_path(examples.get('input_base'))
+    if base is None:
+        return []
+    found = []
+    for pattern in examples.get('input_patterns') or []:
+        for span in examples.get('spans') or [None]:
+            concrete = (pattern.replace('{SPAN}', str(span)) if span is not None
+                        else pattern) if pattern else None
+            if not concrete or '{' in concrete:
+                continue
+            folder = os.path.normpath(os.path.join(base, os.path.dirname(concrete)))
+            if folder not in found:
+                found.append(folder)
+    return found
+
+
+def _capture_record(examples):
+    """Where the examples' rows came from when they are exported production capture.
+
+    `tfx-canary capture export` leaves a manifest beside each span it writes
+    (common/capture_manifest.py); None when no span of these examples has one
+    (bundled or hand-made data, or input files that are not local).
+    """
+    if not examples:
+        return None
+    spans, served, rows = [], {}, {}
+    for folder in _span_dirs(examples):
+        manifest = capture_manifest.read(folder)
+        if manifest is None:
+            continue
+        if 'error' in manifest:
+            spans.append({'span_dir': folder, 'manifest': manifest['path'],
+                          'error': manifest['error']})
+            continue
+        spans.append({
+            'span_dir': folder,
+            'manifest': manifest['path'],
+            'span': manifest.get('span'),
+            'capture_dir': manifest.get('capture_dir'),
+            'capture_span': manifest.get('capture_span'),
+            'exported_at': manifest.get('exported_at'),
+            'time_range': manifest.get('time_range'),
+            'served_by': manifest.get('served_by') or [],
+            'rows': manifest.get('rows') or {},
+            'labels': manifest.get('labels') or {},
+            'label_column': manifest.get('label_column'),
+            'capture_rate': manifest.get('capture_rate'),
+            'capture_rates': manifest.get('capture_rates') or [],
+        })
+        for entry in manifest.get('served_by') or []:
+            key = (entry.get('model'), entry.get('version'), entry.get('role'))
+            served[key] = served.get(key, 0) + int(entry.get('rows') or 0)
+        for key, value in (manifest.get('rows') or {}).items():
+            rows[key] = rows.get(key, 0) + int(value or 0)
+    if not spans:
+        return None
+    return {
+        'source': capture_manifest.SOURCE,
+        'spans': spans,
+        # Every span together: which versions (and in which role) served the rows.
+        'served_by': [{'model': m, 'version': v, 'role': r, 'rows': n}
+                      for (m, v, r), n in sorted(served.items(), key=str)],
+        'rows': rows,
+    }
+
+
 def _pick_in_run(candidates, graph, run):
     """The candidate execution of the given run, else the newest COMPLETE one."""
     in_run = [e for e in candidates if run and graph.run_of(e.id) == run]
@@ -609,6 +678,8 @@ def show(queries, model_name, serving_root, version=None, role=None, artifact_id
         'trainer': trainer_record,
         'transform': transform_record,
         'examples': examples_record,
+        # Production capture behind the examples (None: not exported capture).
+        'capture': _capture_record(examples_record),
         'statistics': stats,
         'schema': _schema_record(queries, graph, trainer_inputs.get('schema')),
         'anomalies': anomalies,

@@ -349,9 +349,55 @@ def _gate_node(gate):
                  [_kv('allowed', allowed)])
 
 
+def served_by_text(served_by):
+    """'taxi v1 stable 3620, v2 canary 402' from a capture record's served_by."""
+    parts, last_model = [], None
+    for entry in served_by or []:
+        model = entry.get('model')
+        name = f'{model} ' if model != last_model else ''
+        last_model = model
+        parts.append(f'{name}v{entry.get("version")} {entry.get("role")} {entry.get("rows")}')
+    return ', '.join(parts) or 'unknown'
+
+
+def _capture_span_lines(span):
+    if span.get('error'):
+        return [_kv('manifest', span['error'])]
+    rows = span.get('rows') or {}
+    labels = span.get('labels') or {}
+    times = span.get('time_range') or {}
+    rate = span.get('capture_rate')
+    rates = span.get('capture_rates') or []
+    rate_text = (f'{rate:g}' if rate is not None else
+                 'mixed ' + ', '.join(f'{r:g}' for r in rates) if rates else 'unknown')
+    return [
+        _kv('span', f'{span.get("span")} ({span["manifest"]})'),
+        _kv('served by', served_by_text(span.get('served_by'))),
+        _kv('served', f'{when(times.get("first_served_at"))} .. '
+                      f'{when(times.get("last_served_at"))}, capture rate {rate_text}'),
+        _kv('rows', ', '.join(f'{k} {rows[k]}' for k in ('captured', 'labeled', 'unlabeled',
+                                                          'rejected') if k in rows)),
+        _kv('labels', f'{span.get("label_column")}; ' + ', '.join(
+            f'{k} {labels[k]}' for k in ('pending', 'unknown', 'duplicate') if k in labels)),
+        _kv('from', f'capture span {span.get("capture_span")} of {span.get("capture_dir")}, '
+                    f'exported {when(span.get("exported_at"))}'),
+    ]
+
+
+def _capture_node(capture):
+    """Production capture: which versions served the rows the model was trained on."""
+    details = []
+    for span in capture.get('spans') or []:
+        details.extend(_capture_span_lines(span))
+    return _Node(f'data source: {capture["source"]} (served by '
+                 f'{served_by_text(capture.get("served_by"))})', details)
+
+
 def _data_node(record):
     """The examples a model trained on, with their statistics, schema and data checks."""
     node = _examples_node(record['examples'])
+    if record.get('capture'):
+        node.children.append(_capture_node(record['capture']))
     for key, child in (('statistics', lambda stats: _Node(f'{_ref(stats)}  {stats["uri"]}')),
                        ('schema', _schema_node), ('anomalies', _anomalies_node),
                        ('validation_gate', _gate_node), ('drift', _drift_node)):

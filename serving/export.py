@@ -24,14 +24,18 @@ import os
 import re
 import shutil
 
+from common import capture_manifest
 from common.errors import TfxCanaryError
 from rollout import fsutil
 from serving import capture, labels
 
 DATA_FILE = 'data.csv'
-MANIFEST = 'capture-manifest.json'
-MANIFEST_FORMAT = 1
-SOURCE = 'production capture'
+# The manifest's name and reader are in common/ (lineage reads it too); what
+# goes into it is decided here (`_manifest`).
+MANIFEST = capture_manifest.FILE_NAME
+MANIFEST_FORMAT = capture_manifest.FORMAT
+SOURCE = capture_manifest.SOURCE
+read_manifest = capture_manifest.read   # read_manifest(span folder) -> dict or None
 _LOCK = '.export.lock'
 _TEMP_RE = re.compile(r'^\.span-\d+\.export-\d+\.tmp$')
 
