@@ -9,9 +9,10 @@ STAMP := $(VENV)/.installed
 # This machine's pip config names local index folders that may not exist; hide that noise.
 PIP_QUIET := grep -v 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: install run test test-fast test-fast-random bench bench-quick lock clean help
+.PHONY: install run loop test test-fast test-fast-random bench bench-quick lock clean help
 help:
 	@echo "make run       train on span 1, retrain on span 2, stage stable + canary, show rollout status"
+	@echo "make loop      production loop: serve, replay + label span 2, export, retrain, canary, analyze (./workspace-loop)"
 	@echo "make test      all tests (unit + end-to-end pipeline runs)"
 	@echo "make test-fast unit tests only"
 	@echo "make test-fast-random  unit tests in random order (SEED=N repeats an order)"
@@ -35,6 +36,12 @@ $(STAMP): requirements/lock.txt setup.py
 run: $(STAMP)
 	$(BIN)/tfx-canary run --span 1 --span 2
 	$(BIN)/tfx-canary rollout status
+
+# The production loop on bundled data (runners/loop.py, docs/loop.md), in a
+# fresh ./workspace-loop of its own: make run's ./workspace is left alone.
+loop: $(STAMP)
+	rm -rf workspace-loop
+	$(BIN)/tfx-canary loop --workspace workspace-loop
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -rs

@@ -168,9 +168,11 @@ def build_parser():
     from rollout import cli as rollout_cli
     from runners import kubeflow_runner
     from serving import cli as serving_cli
+    from runners import loop
     _add_run(subparsers)
     for module in (rollout_cli, kubeflow_runner, serving_cli, lineage_cli):
         module.add_subcommands(subparsers)
+    loop.add_subcommand(subparsers)
     return parser
 
 
