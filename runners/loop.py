@@ -562,7 +562,9 @@ def run_loop(options, out=print):
 
         # 9. lineage
         if options.show_lineage:
-            with story.step('lineage show --stable', 'lineage'):
+            which = ('--stable' if final.stable_version == result.retrained_version
+                     else '--version %d' % result.retrained_version)
+            with story.step('lineage show %s' % which, 'lineage'):
                 _lineage(options, final, result, story)
     result.seconds = time.monotonic() - started
     _closing(result, out)
@@ -619,8 +621,9 @@ def _lineage(options, final, result, story):
     if final.stable_version == result.retrained_version:
         argv.append('--stable')
     else:
-        story.say('v%d is not stable (%s): its lineage instead'
-                  % (result.retrained_version, result.decision))
+        story.say('v%d, the retrained model, is not stable (analyze: %s): its lineage, '
+                  'not stable v%d\'s' % (result.retrained_version, result.decision,
+                                          final.stable_version))
         argv += ['--version', str(result.retrained_version)]
     args = cli.build_parser().parse_args(argv)
     buf = io.StringIO()
