@@ -453,7 +453,7 @@ def run_loop(options, out=print):
     story = _Story(9 if not options.skip_initial_train else 8, out)
     result = story.result
     schema = _load_schema(options.schema_path)
-    out('tfx-canary loop: production traffic back into training, in %s'
+    out('Production loop: served traffic back into training, in %s'
         % os.path.abspath(options.workspace))
     with stop_serve_on_signals():
         # 1. the first model
