@@ -199,6 +199,11 @@ def run_fn(fn_args: FnArgs):
     custom_config.pop('module_fingerprint', None)  # Cache key for code changes, not a knob.
     hparams = hparams_from(custom_config)
     keras.utils.set_random_seed(hparams['seed'])
+    # A seed alone is not enough: some kernels (e.g. the embedding gradients'
+    # segment sums) reduce in thread-scheduling order, so a re-run on the same
+    # data could give other weights and be staged again as a "new" canary
+    # (CanaryPusher's already-serving check compares the weights' hash).
+    tf.config.experimental.enable_op_determinism()
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     train_ds = _input_fn(fn_args.train_files, fn_args.data_accessor,
                          tf_transform_output, hparams['batch_size'], hparams['seed'])
