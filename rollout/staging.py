@@ -243,7 +243,11 @@ def _model_identity(fingerprint_bytes):
     Not `saved_model_checksum`: it hashes saved_model.pb's bytes, which differ
     between two exports of the same program and weights (TF serializes graph
     nodes in varying order), so an unchanged model re-exported by a re-run
-    would look new and be staged again as a duplicate canary. TensorFlow is
+    would look new and be staged again as a duplicate canary. Measured on TF
+    2.16: graph_def_program_hash does not cover tf.function bodies (a changed
+    constant inside the serving function leaves it as it was), so a code change
+    that keeps weights and signatures bit-equal is not told apart; a retrain
+    always moves the weights. TensorFlow is
     imported here only: the fingerprints are taken in pipeline steps, which
     have it loaded already.
     """
@@ -252,6 +256,64 @@ def _model_identity(fingerprint_bytes):
     fingerprint = fingerprint_pb2.FingerprintDef.FromString(fingerprint_bytes)
     return b"%d:%d:%d:%d" % (fingerprint.graph_def_program_hash, fingerprint.signature_def_hash,
                              fingerprint.saved_object_graph_hash, fingerprint.checkpoint_hash)
+
+
+# Two exports whose every weight agrees to this tolerance are one model: a
+# re-run on the same data, code and settings retrains it, and float sums
+# taken in another order (thread scheduling) move weights by round-off only.
+# A real retrain moves them by orders of magnitude more.
+WEIGHTS_RTOL = 1e-4
+WEIGHTS_ATOL = 1e-6
+
+
+def same_model(dir_a, dir_b):
+    """True when the SavedModels in `dir_a` and `dir_b` are the same model:
+    equal fingerprints, or the same program (graph, signatures, object graph)
+    holding the same variables with values equal up to float round-off
+    (WEIGHTS_RTOL/ATOL). Local paths or fileio URIs; False if either has no export.
+    """
+    a, b = saved_model_fingerprint(dir_a), saved_model_fingerprint(dir_b)
+    if a is None or b is None:
+        return False
+    if a == b:
+        return True
+    programs = [_program_identity(d) for d in (dir_a, dir_b)]
+    return None not in programs and programs[0] == programs[1] and _weights_close(dir_a, dir_b)
+
+
+def _program_identity(model_dir):
+    """(graph, signatures, object graph) hashes from fingerprint.pb, or None."""
+    path = os.path.join(os.fspath(model_dir), FINGERPRINT_FILE)
+    if not storage.isfile(path):
+        return None
+    from tensorflow.core.protobuf import fingerprint_pb2  # pylint: disable=import-outside-toplevel
+
+    fingerprint = fingerprint_pb2.FingerprintDef.FromString(storage.read_bytes(path))
+    return (fingerprint.graph_def_program_hash, fingerprint.signature_def_hash,
+            fingerprint.saved_object_graph_hash)
+
+
+def _weights_close(dir_a, dir_b):
+    """The two exports' checkpoints hold the same variables, numerically equal
+    within WEIGHTS_RTOL/ATOL (non-float values exactly equal)."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    readers = [tf.train.load_checkpoint(os.path.join(os.fspath(d), "variables", "variables"))
+               for d in (dir_a, dir_b)]
+    shapes = [r.get_variable_to_shape_map() for r in readers]
+    if shapes[0] != shapes[1]:
+        return False
+    for name in shapes[0]:
+        x, y = (np.asarray(r.get_tensor(name)) for r in readers)
+        if x.dtype != y.dtype:
+            return False
+        if np.issubdtype(x.dtype, np.floating):
+            if not np.allclose(x, y, rtol=WEIGHTS_RTOL, atol=WEIGHTS_ATOL):
+                return False
+        elif not np.array_equal(x, y):
+            return False
+    return True
 
 
 def validate_saved_model(path, required_signatures=("serving_default",)):

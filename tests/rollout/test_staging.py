@@ -191,3 +191,57 @@ def test_the_fingerprint_names_the_export_locally_and_on_an_object_store(make_mo
         f.write(_fingerprint_def())
     assert staging.saved_model_fingerprint(remote) == local
     assert staging.saved_model_fingerprint(os.path.dirname(a)) is None
+
+
+def _export(path, weights, output="score"):
+    """A real SavedModel (TF writes fingerprint.pb) of `w . x` with `weights`."""
+    import numpy as np
+    import tensorflow as tf
+
+    class Linear(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(np.asarray(weights, dtype="float32"))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, len(weights)], tf.float32)])
+        def serve(self, x):
+            return {output: tf.linalg.matvec(x, self.w)}
+
+    module = Linear()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return str(path)
+
+
+def test_a_retrain_equal_up_to_round_off_is_the_same_model(tmp_path):
+    """What a re-run without cache gives: other weight bytes (other checkpoint
+    hash), values within float round-off -> not a new model to stage."""
+    import numpy as np
+    weights = np.random.default_rng(0).normal(size=200).astype("float32")
+    served = _export(tmp_path / "served", weights)
+    rerun = _export(tmp_path / "rerun", weights * np.float32(1 + 3e-7))
+    assert staging.saved_model_fingerprint(served) != staging.saved_model_fingerprint(rerun)
+    assert staging.same_model(served, rerun)
+
+
+@pytest.mark.parametrize("change", ["retrained", "one weight moved", "other program"])
+def test_a_real_change_is_another_model(tmp_path, change):
+    import numpy as np
+    weights = np.random.default_rng(0).normal(size=200).astype("float32")
+    served = _export(tmp_path / "served", weights)
+    if change == "retrained":        # every weight moved by what training moves them
+        other = _export(tmp_path / "other", weights * np.float32(1.01))
+    elif change == "one weight moved":
+        moved = weights.copy()
+        moved[17] += 0.01
+        other = _export(tmp_path / "other", moved)
+    else:                            # same weights, other signature
+        other = _export(tmp_path / "other", weights, output="probability")
+    assert not staging.same_model(served, other)
+
+
+def test_a_folder_without_an_export_is_no_model(tmp_path):
+    import numpy as np
+    served = _export(tmp_path / "served", np.ones(3, dtype="float32"))
+    (tmp_path / "empty").mkdir()
+    assert not staging.same_model(served, str(tmp_path / "empty"))
+    assert staging.same_model(served, served)
