@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 SHOW_KEYS = {'schema_version', 'kind', 'pipeline', 'model_name', 'store', 'served',
              'pushed_model', 'model', 'trainer', 'transform', 'examples', 'statistics',
              'schema', 'anomalies', 'validation_gate', 'drift', 'evaluation', 'rollout_events',
-             'warnings'}
+             'warnings', 'capture'}
 
 
 def lineage(capfd, *args):
@@ -285,6 +285,7 @@ def test_json_is_stable_and_machine_readable(store_args, capfd):
     assert first == second and first[0] == 0
     record = json.loads(first[1])
     assert set(record) == SHOW_KEYS
+    assert record['capture'] is None   # the bundled spans are not exported capture
     assert (record['schema_version'], record['kind']) == (1, 'lineage.show')
     assert first[1] == json.dumps(record, indent=2, sort_keys=True) + '\n'
     for args, kind in ((('runs',), 'lineage.runs'), (('diff', '1', '2'), 'lineage.diff')):
