@@ -81,18 +81,40 @@ def run_cli_quietly(argv):
     return code, buf.getvalue()
 
 
+def tfx_canary_command():
+    """The installed `tfx-canary` (what the Makefile calls), else the module."""
+    import sys
+    script = os.path.join(os.path.dirname(sys.executable), 'tfx-canary')
+    return [script] if os.access(script, os.X_OK) else [sys.executable, '-m', 'runners.cli']
+
+
+def split_runs(code, out):
+    """[(code, stdout)] per span of one `run --span A --span B` invocation: each
+    span's part starts at its 'Running ...' line (the exit status is shared)."""
+    lines = out.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.startswith('Running ')]
+    bounds = [0] + starts[1:] + [len(lines)]
+    return [(code, ''.join(lines[a:b])) for a, b in zip(bounds, bounds[1:])]
+
+
 @pytest.fixture(scope='session')
 def pipeline_workspace(tmp_path_factory):
-    """A workspace after the real pipeline ran on span 1, then span 2 (once per session).
+    """The workspace `make run` leaves, made once per session the way `make run`
+    makes it: `tfx-canary run --span 1 --span 2`, the installed command, in a
+    folder whose ./workspace is this one (span 1, then span 2 against it).
 
-    Returns {'path': Path, 'runs': [(code, stdout), (code, stdout)]}. Shared by the
-    end-to-end, lineage and serving tests; tests that change it must work on a
-    copy (`copy_workspace`).
+    Returns {'path': Path, 'cwd': Path, 'process': CompletedProcess,
+    'runs': [(code, stdout of span 1), (code, stdout of span 2)]}. Shared by the
+    end-to-end, lineage, serving and `make run` tests; tests that change it
+    must work on a copy (`copy_workspace`).
     """
-    ws = tmp_path_factory.mktemp('pipeline') / 'workspace'
-    runs = [run_cli_quietly(['run', '--workspace', str(ws), '--data-root', DATA_ROOT,
-                             '--span', str(span)]) for span in (1, 2)]
-    return {'path': ws, 'runs': runs}
+    import subprocess
+    cwd = tmp_path_factory.mktemp('make-run')
+    process = subprocess.run(tfx_canary_command() + ['run', '--span', '1', '--span', '2'],
+                             cwd=cwd, capture_output=True, text=True, timeout=1800)
+    runs = split_runs(process.returncode, process.stdout)
+    assert len(runs) == 2, process.stdout + process.stderr
+    return {'path': cwd / 'workspace', 'cwd': cwd, 'process': process, 'runs': runs}
 
 
 @pytest.fixture

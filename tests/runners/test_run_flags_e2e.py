@@ -4,7 +4,8 @@ Pipeline runs are the cost here (tens of seconds each), so each fixture is
 shared by the tests of this module:
   make_run      `tfx-canary run --span 1 --span 2`: one invocation, started as
                 `make run` starts it (the installed command, in a folder whose
-                ./workspace is the test's).
+                ./workspace is the test's). It is the session's shared
+                `pipeline_workspace` (tests/conftest.py), not a run of its own.
   serving_flags a copy of that workspace, then one gentle retrain on span 2 with
                 --tf-serving-root, --kserve-storage-uri-prefix, --canary-percent
                 (these only change what CanaryPusher writes; the retrain is
@@ -29,7 +30,7 @@ import yaml
 
 from rollout import kserve
 from runners import cli
-from tests.conftest import DATA_ROOT, readonly_store
+from tests.conftest import DATA_ROOT, readonly_store, tfx_canary_command
 from tests.lineage.conftest import RETRY_ARGS
 
 pytestmark = pytest.mark.e2e
@@ -38,12 +39,6 @@ SERVING_FLAGS = ['--tf-serving-root', '/models', '--kserve-storage-uri-prefix',
                  'gs://bucket/serving', '--canary-percent', '25']
 SMALLEST_TRAINING = ['--train-steps', '1', '--eval-steps', '1']
 PROGRESS = re.compile(r'^  \[(\d+)/(\d+)\] (\S+)\s+(cached|[0-9.]+ s)$')
-
-
-def tfx_canary_command():
-    """The installed `tfx-canary` (what the Makefile calls), else the module."""
-    script = os.path.join(os.path.dirname(sys.executable), 'tfx-canary')
-    return [script] if os.access(script, os.X_OK) else [sys.executable, '-m', 'runners.cli']
 
 
 def in_process(*argv):
@@ -81,15 +76,15 @@ def rollout_state(ws):
 # ------------------------------------------------------------------ make run
 
 @pytest.fixture(scope='module')
-def make_run(tmp_path_factory):
-    """`make run` in a fresh folder: `tfx-canary run --span 1 --span 2`, then
-    `tfx-canary rollout status`, both with the default ./workspace."""
-    cwd = tmp_path_factory.mktemp('make-run')
-    run = subprocess.run(tfx_canary_command() + ['run', '--span', '1', '--span', '2'],
-                         cwd=cwd, capture_output=True, text=True, timeout=1800)
+def make_run(pipeline_workspace):
+    """`make run` in a fresh folder: `tfx-canary run --span 1 --span 2` (the
+    session's shared run, tests/conftest.py), then `tfx-canary rollout status`,
+    both with the default ./workspace."""
     status = subprocess.run(tfx_canary_command() + ['rollout', 'status'],
-                            cwd=cwd, capture_output=True, text=True, timeout=300)
-    return {'workspace': str(cwd / 'workspace'), 'run': run, 'status': status}
+                            cwd=pipeline_workspace['cwd'], capture_output=True, text=True,
+                            timeout=300)
+    return {'workspace': str(pipeline_workspace['path']), 'run': pipeline_workspace['process'],
+            'status': status}
 
 
 def test_make_run_trains_both_spans_in_one_invocation(make_run):
