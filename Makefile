@@ -44,7 +44,7 @@ loop: $(STAMP)
 	$(BIN)/tfx-canary loop --workspace workspace-loop
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs --durations=20
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e"
