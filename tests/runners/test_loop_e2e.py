@@ -14,17 +14,9 @@ import pytest
 
 from rollout import control
 from tests.conftest import run_cli_quietly
+from tests.runners.test_loop import _gone
 
 pytestmark = pytest.mark.e2e
-
-
-def _gone(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    with open('/proc/%d/stat' % pid) as f:
-        return f.read().split()[2] == 'Z'
 
 
 def test_served_rows_come_back_as_a_span_the_canary_is_trained_on(copy_workspace, tmp_path):
