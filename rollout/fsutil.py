@@ -110,6 +110,31 @@ def remove_stale_temp_files(directory, names=None):
     return sorted(removed)
 
 
+# Folders being deleted are first renamed to this prefix (hidden from readers,
+# cleaned by the stale-temp sweeps after a crash).
+DELETING_PREFIX = ".deleting-"
+
+
+def remove_dirs(paths):
+    """Rename each folder to a hidden name, fsync, then delete: no reader ever
+    sees half a folder, and a crash leaves only hidden garbage. Returns the
+    paths that existed (and are gone now)."""
+    doomed = []
+    for path in paths:
+        hidden = os.path.join(os.path.dirname(path),
+                              f"{DELETING_PREFIX}{os.path.basename(path)}-{os.getpid()}")
+        try:
+            os.rename(path, hidden)
+        except FileNotFoundError:
+            continue
+        doomed.append((path, hidden))
+    for parent in sorted({os.path.dirname(hidden) for _path, hidden in doomed}):
+        fsync_dir(parent)
+    for _path, hidden in doomed:
+        shutil.rmtree(hidden, ignore_errors=True)
+    return [path for path, _hidden in doomed]
+
+
 def atomic_write_text(path, text, encoding="utf-8"):
     """Atomically replace `path` with `text` (see atomic_write_bytes)."""
     atomic_write_bytes(path, text.encode(encoding))

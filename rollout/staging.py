@@ -25,7 +25,7 @@ DEFAULT_KEEP_VERSIONS = 5
 MIN_KEEP_VERSIONS = 1
 
 STAGING_PREFIX = ".staging-"
-DELETING_PREFIX = ".deleting-"
+DELETING_PREFIX = fsutil.DELETING_PREFIX
 
 # What identifies a SavedModel export: TF >= 2.9 writes fingerprint.pb
 # (checksums of graph, signatures, variables), identical for identical
@@ -182,20 +182,8 @@ def _hide_versions(serving_root, model_name, versions):
     for clean_stale_temp_dirs. Returns the versions actually removed.
     """
     directory = model_dir(serving_root, model_name)
-    doomed = []
-    for version in versions:
-        hidden = os.path.join(
-            directory, f"{DELETING_PREFIX}{version}-{os.getpid()}")
-        try:
-            os.rename(os.path.join(directory, str(version)), hidden)
-        except FileNotFoundError:
-            continue
-        doomed.append((version, hidden))
-    if doomed:
-        fsutil.fsync_dir(directory)
-    for _version, hidden in doomed:
-        shutil.rmtree(hidden, ignore_errors=True)
-    gone = [version for version, _hidden in doomed]
+    removed = fsutil.remove_dirs([os.path.join(directory, str(v)) for v in versions])
+    gone = [int(os.path.basename(path)) for path in removed]
     # After the version itself: a visible version always has its data.
     training_data_lib.remove(serving_root, model_name, gone)
     return gone

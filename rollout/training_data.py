@@ -112,7 +112,7 @@ def write(serving_root: str, model_name: str, version: int, data: TrainingData) 
         fsutil.atomic_write_text(os.path.join(temp, SOURCE_FILE),
                                  json.dumps(source, indent=2, sort_keys=True) + '\n')
         fsutil.fsync_dir(temp)
-        _remove_dirs([final])
+        fsutil.remove_dirs([final])
         os.rename(temp, final)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
@@ -144,26 +144,9 @@ def read(serving_root: str, model_name: str, version: int) -> Optional[StagedTra
                               splits=splits, schema_file=schema)
 
 
-def _remove_dirs(paths):
-    """Rename to hidden names, then delete: no reader sees half a folder."""
-    doomed = []
-    for path in paths:
-        hidden = os.path.join(os.path.dirname(path),
-                              f'.deleting-{os.path.basename(path)}-{os.getpid()}')
-        try:
-            os.rename(path, hidden)
-        except FileNotFoundError:
-            continue
-        doomed.append(hidden)
-    if doomed:
-        fsutil.fsync_dir(os.path.dirname(doomed[0]))
-    for hidden in doomed:
-        shutil.rmtree(hidden, ignore_errors=True)
-
-
 def remove(serving_root: str, model_name: str, versions) -> None:
     """Withdraws the training data of `versions` (pruned or unpublished); caller holds the lock."""
-    _remove_dirs([data_dir(serving_root, model_name, v) for v in versions])
+    fsutil.remove_dirs([data_dir(serving_root, model_name, v) for v in versions])
 
 
 def clean_stale(serving_root: str, model_name: str):
@@ -171,7 +154,7 @@ def clean_stale(serving_root: str, model_name: str):
     parent = root(serving_root, model_name)
     removed = []
     for entry in fsutil.entries(parent):
-        if entry.name.startswith((_TEMP_PREFIX, '.deleting-')):
+        if entry.name.startswith((_TEMP_PREFIX, fsutil.DELETING_PREFIX)):
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(entry.path)
     return removed
