@@ -193,6 +193,14 @@ def _input_fn(file_pattern, data_accessor, tf_transform_output, batch_size, seed
     return dataset.map(lambda x, y: (_expand(x), y)).prefetch(tf.data.AUTOTUNE)
 
 
+class _LogEpoch(keras.callbacks.Callback):
+    """One log line per epoch with its losses and metrics (the Trainer's log)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        absl.logging.info('Trainer epoch %d: %s', epoch + 1, ', '.join(
+            '%s %.4f' % (k, v) for k, v in sorted((logs or {}).items())))
+
+
 def run_fn(fn_args: FnArgs):
     """TFX Trainer entry point: train, then export the serving SavedModel."""
     custom_config = dict(fn_args.custom_config or {})
@@ -218,9 +226,11 @@ def run_fn(fn_args: FnArgs):
 
     tensorboard = keras.callbacks.TensorBoard(
         log_dir=fn_args.model_run_dir, update_freq='epoch')
+    # verbose=0 + _LogEpoch: Keras' own progress line would land in the run's
+    # stdout between the pipeline's progress lines; the log keeps it.
     model.fit(train_ds, steps_per_epoch=fn_args.train_steps,
               validation_data=eval_ds, validation_steps=fn_args.eval_steps,
-              callbacks=[tensorboard], verbose=2)
+              callbacks=[tensorboard, _LogEpoch()], verbose=0)
     # save_traces=False: skip re-tracing every layer's call for Keras metadata
     # (several seconds); the layers are all stock Keras, so configs suffice.
     model.save(fn_args.serving_model_dir, save_format='tf', save_traces=False,

@@ -95,6 +95,8 @@ def test_make_run_trains_both_spans_in_one_invocation(make_run):
     assert starts == ['Running tfx-canary-taxi on span %d (span-%d/data.csv) -> workspace %s'
                       % (span, span, ws) for span in (1, 2)]
     counters = [m.group(1, 2) for m in map(PROGRESS.match, run.stdout.splitlines()) if m]
+    # Keras' own progress line ("200/200 - 4s - loss: ...") stays in the Trainer's log.
+    assert not [l for l in run.stdout.splitlines() if re.match(r'^\d+/\d+ - ', l)]
     total = counters[0][1]
     # Every component reported once per span: [1/N] .. [N/N], twice.
     assert counters == [(str(i), total) for i in range(1, int(total) + 1)] * 2
