@@ -24,8 +24,10 @@ from typing import Optional, Tuple
 
 import yaml
 
+from rollout import sequential
 from rollout import stats
 from rollout.errors import RolloutError
+from rollout.live_quality import QUALITY_KEY, LiveQuality
 from rollout.metrics_snapshot import SNAPSHOT_FILE, load_snapshot, snapshot_path
 
 DEFAULT_POLICY = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'default_policy.yaml')
@@ -98,6 +100,19 @@ def _check_policy(policy, path):
     number(policy['shadow']['min_comparisons'], 'shadow.min_comparisons')
     number(policy['shadow']['min_agreement'], 'shadow.min_agreement', 0, 1)
     number(policy['shadow']['max_mean_abs_diff'], 'shadow.max_mean_abs_diff', 0, 1)
+    number(policy['sample_ratio']['max_p_value_for_mismatch'],
+           'sample_ratio.max_p_value_for_mismatch', 0, 1)
+    quality = policy['live_quality']
+    number(quality['min_labeled'], 'live_quality.min_labeled')
+    number(quality['accuracy_margin'], 'live_quality.accuracy_margin', 0, 1)
+    number(quality['alpha'], 'live_quality.alpha', 0, 1)
+    if quality['alpha'] in (0, 1):
+        raise RolloutError('%s: policy live_quality.alpha must be strictly between 0 and 1 '
+                           '(the false-rollback rate of equal models), got %r'
+                           % (path, quality['alpha']))
+    if not isinstance(quality['required'], bool):
+        raise RolloutError('%s: policy live_quality.required must be true or false, got %r'
+                           % (path, quality['required']))
 
 
 def load_policy(path=None):
@@ -304,10 +319,101 @@ def _check_shadow(window, mode, rule, found):
                               % (diff, rule['max_mean_abs_diff']))
 
 
+def _check_sample_ratio(canary, stable, mode, traffic, rule, found):
+    """Split mode: does the canary get its configured share of requests?"""
+    if mode == 'shadow':
+        found.add('sample ratio', 'n/a', note='shadow mode: both see every request')
+        return
+    result = sequential.sample_ratio(canary['requests'] if canary else 0,
+                                     stable['requests'] if stable else 0, traffic)
+    if result is None:
+        found.add('sample ratio', 'n/a', note='no requests')
+        return
+    limit = rule['max_p_value_for_mismatch']
+    broken = result.p_value < limit
+    found.add('sample ratio', 'HOLD' if broken else 'ok', result.observed_share,
+              result.expected_share, 'p %.2g >= %g (chi2 %.1f)' % (result.p_value, limit,
+                                                                   result.chi2))
+    if broken:
+        found.holds.append(
+            'sample ratio mismatch: the split is broken, so no comparison can be trusted: '
+            'canary got %.2f%% of %d requests, expected %g%% (chi2 %.1f, p %.2g < %g); '
+            'check the router and sticky keys' % (
+                100 * result.observed_share, result.canary + result.stable, traffic,
+                result.chi2, result.p_value, limit))
+
+
+def _quality(entry, version, found):
+    data = (entry or {}).get(QUALITY_KEY)
+    if data is None:
+        return None
+    try:
+        return LiveQuality.from_dict(data, where='v%s %s' % (version, QUALITY_KEY))
+    except ValueError as e:
+        found.holds.append('live quality unreadable in the metrics: %s' % e)
+        return False
+
+
+def _check_live_quality(state, canary, stable, rule, found):
+    """Canary vs stable accuracy on labeled traffic: the sequential test."""
+    q_c = _quality(canary, state.canary_version, found)
+    q_s = _quality(stable, state.stable_version, found)
+    if q_c is False or q_s is False:
+        found.add('live accuracy', 'wait', note='quality entry unreadable')
+        return
+    n_c = q_c.labeled if q_c else 0
+    n_s = q_s.labeled if q_s else 0
+    need = rule['min_labeled']
+    if not n_c and not n_s:
+        found.add('live accuracy', 'wait' if rule['required'] else 'n/a',
+                  note='no labeled traffic yet')
+        if rule['required']:
+            found.holds.append('no labeled traffic yet and policy live_quality.required is '
+                               'true: send labels (feedback API or bulk labels)')
+        return
+    if n_c < need or n_s < need:
+        found.add('labeled rows', 'wait', n_c, n_s, '>= %d each' % need)
+        found.holds.append('waiting for labels: canary %d of %d, stable %d of %d labeled rows'
+                           % (n_c, need, n_s, need))
+        return
+    found.add('labeled rows', 'ok', n_c, n_s, '>= %d each' % need)
+    margin, alpha = rule['accuracy_margin'], rule['alpha']
+    test = sequential.accuracy_test(q_c.correct, n_c, q_s.correct, n_s, margin, alpha)
+    interval = '%+.2f%% [%+.2f%%, %+.2f%%]' % (100 * test.difference, 100 * test.low,
+                                             100 * test.high)
+    result = {sequential.WORSE: 'FAIL', sequential.NOT_WORSE: 'ok'}.get(test.decision, 'wait')
+    found.add('live accuracy', result, test.canary, test.stable,
+              'diff > -%g%% (always-valid %d%%)' % (100 * margin, round(100 * (1 - alpha))),
+              'diff ' + interval)
+    if test.decision == sequential.WORSE:
+        found.failures.append(
+            'canary live accuracy %.2f%% vs stable %.2f%% on %d/%d labeled rows: difference '
+            '%s (always-valid %g%% interval) is entirely below the -%g%% margin'
+            % (100 * test.canary, 100 * test.stable, n_c, n_s, interval,
+               100 * (1 - alpha), 100 * margin))
+    elif test.decision == sequential.INCONCLUSIVE:
+        found.holds.append(
+            'live accuracy inconclusive, waiting for labels: canary %.2f%% vs stable %.2f%% '
+            'on %d/%d labeled rows, difference %s includes -%g%%'
+            % (100 * test.canary, 100 * test.stable, n_c, n_s, interval, 100 * margin))
+    auc = sequential.auc_difference(
+        q_c.auc(), q_c.positive_scores.count, q_c.negative_scores.count,
+        q_s.auc(), q_s.positive_scores.count, q_s.negative_scores.count, alpha)
+    if auc is None:
+        found.add('live AUC', 'n/a', note='an arm lacks positives or negatives')
+    else:
+        found.add('live AUC', 'info', auc.canary, auc.stable, 'reported, not decided on',
+                  'diff %+.3f [%+.3f, %+.3f] (fixed-horizon %d%%)'
+                  % (auc.difference, auc.low, auc.high, round(100 * (1 - alpha))))
+
+
 def _run_checks(state, window, mode, window_seconds, policy, found):
     canary = _version(window, state.canary_version)
     stable = _version(window, state.stable_version)
     _check_evidence(canary, stable, window_seconds, policy, found)
+    _check_sample_ratio(canary, stable, mode, state.canary_traffic_percent,
+                        policy['sample_ratio'], found)
+    _check_live_quality(state, canary, stable, policy['live_quality'], found)
     _check_error_rate(canary, stable, policy['error_rate'], found)
     _check_latency(canary, stable, policy['latency_p99'], found)
     _check_predictions(canary, stable, policy['prediction_shift'], found)
@@ -391,8 +497,10 @@ def _fmt(name, value):
         return '%.2f%%' % (100 * value)
     if name == 'p99 latency':
         return '%.1f ms' % (1000 * value)
-    if name == 'shadow agreement':
+    if name in ('shadow agreement', 'sample ratio'):
         return '%.1f%%' % (100 * value)
+    if name == 'live accuracy':
+        return '%.2f%%' % (100 * value)
     return '%.3f' % value
 
 
@@ -414,7 +522,7 @@ def format_decision(decision):
     rows = [('check', 'canary', 'stable', 'limit', 'result')]
     for c in decision.checks:
         rows.append((c.check, _fmt(c.check, c.canary), _fmt(c.check, c.stable),
-                     c.limit or c.note, c.result))
+                     '; '.join(x for x in (c.limit, c.note) if x), c.result))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         lines.append('  ' + '  '.join(
@@ -435,6 +543,8 @@ def reason_text(decision, reason=''):
         else:
             parts.append('%s canary %s stable %s' % (c.check, _fmt(c.check, c.canary),
                                                      _fmt(c.check, c.stable)))
+        if c.note:
+            parts[-1] += ' (%s)' % c.note
     text = '; '.join(parts)
     return '%s (%s)' % (reason, text) if reason else text
 
