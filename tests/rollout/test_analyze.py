@@ -204,3 +204,113 @@ def test_cli_hold_changes_nothing_and_bad_input_is_one_error_line(tmp_path, caps
                      '--metrics', str(tmp_path / 'missing.json')])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith('error: no metrics snapshot at') and err.count('\n') == 1
+
+
+# ---------------------------------------------------------------- live quality, sample ratio
+
+def _labeled(n, accuracy, seed):
+    """A LiveQuality entry: n labeled rows, `accuracy` of them right at 0.5."""
+    from rollout.live_quality import LiveQuality
+    rng = random.Random(seed)
+    quality = LiveQuality()
+    for _ in range(n):
+        label = rng.random() < 0.4
+        predicted = label if rng.random() < accuracy else not label
+        quality.add(rng.uniform(0.5, 0.99) if predicted else rng.uniform(0.01, 0.49),
+                    int(label))
+    return quality.to_dict()
+
+
+def _with_quality(stable_quality, canary_quality, traffic=50):
+    stable, canary = _version(seed=1), _version(seed=2)
+    if stable_quality is not None:
+        stable['quality'] = stable_quality
+    if canary_quality is not None:
+        canary['quality'] = canary_quality
+    return _snapshot(stable, canary, rollout=(1, 2, traffic))
+
+
+def _row(decision, name):
+    return next(c for c in decision.checks if c.check == name)
+
+
+def test_a_worse_canary_on_labeled_traffic_rolls_back_with_its_numbers():
+    policy = analyze.load_policy()
+    decision = _decide(policy, _with_quality(_labeled(3000, 0.85, 1), _labeled(3000, 0.75, 2)),
+                       _state(50))
+    assert decision.decision == analyze.ROLLBACK
+    failure, = decision.failures
+    assert 'canary live accuracy' in failure and 'entirely below the -2% margin' in failure
+    row = _row(decision, 'live accuracy')
+    assert row.result == 'FAIL' and row.canary < row.stable - 0.05
+    assert row.note.startswith('diff -') and '[' in row.note
+    auc = _row(decision, 'live AUC')
+    assert auc.result == 'info' and 'fixed-horizon' in auc.note
+    text = analyze.format_decision(decision)
+    assert 'live accuracy' in text and 'always-valid' in text and 'ROLLBACK v2' in text
+    assert 'live accuracy canary' in analyze.reason_text(decision)
+
+
+def test_equal_canaries_pass_or_wait_for_labels_but_never_roll_back():
+    policy = analyze.load_policy()
+    same = _decide(policy, _with_quality(_labeled(20000, 0.85, 1), _labeled(20000, 0.85, 2)),
+                   _state(50))
+    assert same.decision == analyze.PROMOTE, same.hold_reasons
+    assert _row(same, 'live accuracy').result == 'ok'
+    few = _decide(policy, _with_quality(_labeled(1000, 0.85, 1), _labeled(1000, 0.85, 2)),
+                  _state(50))
+    assert few.decision == analyze.HOLD
+    assert any('live accuracy inconclusive, waiting for labels' in r for r in few.hold_reasons)
+    thin = _decide(policy, _with_quality(_labeled(1000, 0.85, 1), _labeled(50, 0.85, 2)),
+                   _state(50))
+    assert thin.decision == analyze.HOLD
+    assert any('canary 50 of 200' in r and 'labeled rows' in r for r in thin.hold_reasons)
+
+
+def test_no_labeled_traffic_does_not_block_unless_required(tmp_path):
+    policy = analyze.load_policy()
+    decision = _decide(policy, _with_quality(None, None), _state(50))
+    assert decision.decision == analyze.PROMOTE
+    assert _row(decision, 'live accuracy').note == 'no labeled traffic yet'
+    path = tmp_path / 'policy.yaml'
+    path.write_text('live_quality: {required: true}\n')
+    required = _decide(analyze.load_policy(str(path)), _with_quality(None, None), _state(50))
+    assert required.decision == analyze.HOLD
+    assert 'no labeled traffic yet' in required.hold_reasons[0]
+    damaged = _with_quality(_labeled(300, 0.8, 1), {'labeled': 3})
+    assert _decide(policy, damaged, _state(50)).decision == analyze.HOLD
+
+
+def test_a_broken_split_holds_and_says_so():
+    policy = analyze.load_policy()
+    # 10% configured, 14% observed over 2,000 requests.
+    broken = _decide(policy, _snapshot(_version(requests=1720), _version(requests=280)))
+    assert broken.decision == analyze.HOLD
+    reason, = broken.hold_reasons
+    assert reason.startswith('sample ratio mismatch: the split is broken')
+    assert 'canary got 14.00% of 2000 requests, expected 10%' in reason and 'chi2 35.6' in reason
+    assert _row(broken, 'sample ratio').result == 'HOLD'
+    fine = _decide(policy, _snapshot(_version(requests=1790), _version(requests=210)))
+    assert fine.decision == analyze.SET_TRAFFIC
+    assert _row(fine, 'sample ratio').result == 'ok'
+    # Shadow mode sends every request to both: no ratio to test.
+    shadow = _decide(policy, _snapshot(_version(), _version(), mode='shadow'))
+    assert _row(shadow, 'sample ratio').result == 'n/a'
+
+
+@pytest.mark.parametrize('text, message', [
+    ('sample_ratio: {max_p_value_for_mismatch: 2}',
+     'sample_ratio.max_p_value_for_mismatch must be a number from 0 to 1'),
+    ('live_quality: {min_labeled: -1}', 'live_quality.min_labeled must be a number >= 0'),
+    ('live_quality: {accuracy_margin: 0.5x}', 'live_quality.accuracy_margin must be a number'),
+    ('live_quality: {alpha: 0}', 'live_quality.alpha must be strictly between 0 and 1'),
+    ('live_quality: {required: "yes"}', 'live_quality.required must be true or false'),
+    ('live_quality: {margin: 0.1}', "unknown policy key 'margin' in live_quality"),
+    ('live_quality: 3', "policy key 'live_quality' must be a mapping"),
+])
+def test_bad_live_quality_and_sample_ratio_policies_are_clear_errors(tmp_path, text, message):
+    path = tmp_path / 'policy.yaml'
+    path.write_text(text + '\n')
+    with pytest.raises(RolloutError, match=message) as error:
+        analyze.load_policy(str(path))
+    assert str(path) in str(error.value)
