@@ -331,9 +331,9 @@ def _check_sample_ratio(canary, stable, mode, traffic, rule, found):
         return
     limit = rule['max_p_value_for_mismatch']
     broken = result.p_value < limit
-    found.add('sample ratio', 'HOLD' if broken else 'ok', result.observed_share,
-              result.expected_share, 'p %.2g >= %g (chi2 %.1f)' % (result.p_value, limit,
-                                                                   result.chi2))
+    found.add('sample ratio', 'HOLD' if broken else 'ok', result.observed_share, None,
+              'expected %g%%: p %.2g >= %g (chi2 %.1f)' % (traffic, result.p_value, limit,
+                                                           result.chi2))
     if broken:
         found.holds.append(
             'sample ratio mismatch: the split is broken, so no comparison can be trusted: '
@@ -382,9 +382,8 @@ def _check_live_quality(state, canary, stable, rule, found):
     interval = '%+.2f%% [%+.2f%%, %+.2f%%]' % (100 * test.difference, 100 * test.low,
                                              100 * test.high)
     result = {sequential.WORSE: 'FAIL', sequential.NOT_WORSE: 'ok'}.get(test.decision, 'wait')
-    found.add('live accuracy', result, test.canary, test.stable,
-              'diff > -%g%% (always-valid %d%%)' % (100 * margin, round(100 * (1 - alpha))),
-              'diff ' + interval)
+    found.add('live accuracy', result, test.canary, test.stable, 'diff > -%g%%' % (100 * margin),
+              'diff %s always-valid %d%%' % (interval, round(100 * (1 - alpha))))
     if test.decision == sequential.WORSE:
         found.failures.append(
             'canary live accuracy %.2f%% vs stable %.2f%% on %d/%d labeled rows: difference '
@@ -402,8 +401,8 @@ def _check_live_quality(state, canary, stable, rule, found):
     if auc is None:
         found.add('live AUC', 'n/a', note='an arm lacks positives or negatives')
     else:
-        found.add('live AUC', 'info', auc.canary, auc.stable, 'reported, not decided on',
-                  'diff %+.3f [%+.3f, %+.3f] (fixed-horizon %d%%)'
+        found.add('live AUC', 'info', auc.canary, auc.stable, 'not decided on',
+                  'diff %+.3f [%+.3f, %+.3f] fixed-horizon %d%%'
                   % (auc.difference, auc.low, auc.high, round(100 * (1 - alpha))))
 
 

@@ -247,7 +247,7 @@ def test_a_worse_canary_on_labeled_traffic_rolls_back_with_its_numbers():
     auc = _row(decision, 'live AUC')
     assert auc.result == 'info' and 'fixed-horizon' in auc.note
     text = analyze.format_decision(decision)
-    assert 'live accuracy' in text and 'always-valid' in text and 'ROLLBACK v2' in text
+    assert 'live accuracy' in text and 'always-valid 95%' in text and 'ROLLBACK v2' in text
     assert 'live accuracy canary' in analyze.reason_text(decision)
 
 
