@@ -44,6 +44,7 @@ CASES = {
     'lineage diff: bad version': (['lineage', 'diff', 'x', 'stable'], None, "'x'"),
     'serve: missing serving root': (['serve', '--serving-root', '{ws}/nowhere'], None,
                                     'does not exist'),
+    'loop: a workspace that already holds a run': (['loop'], None, 'already holds a pipeline run'),
     'capture validate: nothing captured': (['capture', 'validate'], None, 'capture'),
     'kfp compile: wrong extension': (['kfp', 'compile', '--target', 'kfp', '--image', 'r/i:1',
                                       '--pipeline-root', 'gs://b/r', '--serving-pvc', 'serving', '--output',
