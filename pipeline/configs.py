@@ -77,6 +77,10 @@ class PipelineConfig:
 
     # --- evaluation: blessing needs both value thresholds and no regression.
     label_key: str = 'big_tipper_xf'
+    # The signature every model exports that maps raw serialized tf.Examples to
+    # transformed features (label_key included when the raw label is present):
+    # TFMA and `serve`'s live quality derive the label with it.
+    transform_signature: str = 'transform_features'
     slice_features: Tuple[str, ...] = ('trip_start_hour', 'payment_type')
     min_auc: float = 0.70
     min_binary_accuracy: float = 0.60

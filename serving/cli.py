@@ -231,12 +231,16 @@ def cmd_serve(args):
         raise TfxCanaryError('serving root %s does not exist%s: pass --serving-root (where the '
                              'pipeline staged models, e.g. workspace/serving) or --workspace'
                              % (root, how))
+    from pipeline.configs import PipelineConfig
+    pipeline_config = PipelineConfig()   # the label definition training used
     config = ServerConfig(root, where.model_name or None,
                           mode=args.mode, sticky_header=args.sticky_header or None,
                           sticky_field=args.sticky_field or None,
                           poll_seconds=args.poll_seconds,
                           predict_threads=args.predict_threads,
-                          shadow_threshold=args.shadow_threshold)
+                          shadow_threshold=args.shadow_threshold,
+                          label_key=pipeline_config.label_key,
+                          transform_signature=pipeline_config.transform_signature)
     if args.max_body_bytes is not None:
         config.max_body_bytes = args.max_body_bytes
     server = ModelServer(config)

@@ -281,8 +281,12 @@ class LabelLog:
         self._offset = 0
         self._lock = threading.Lock()
 
-    def append(self, labels, source, model=None):
-        """Writes `labels` (one write, fsynced) and says how each was taken."""
+    def append(self, labels, source, model=None, on_first=None):
+        """Writes `labels` (one write, fsynced) and says how each was taken.
+
+        `on_first(labels)`, if given, is called once the batch is durable with
+        the labels that were the first for their row (the ones that count).
+        """
         fsutil.makedirs_durable(self.capture_root)
         with self._lock, fsutil.file_lock(os.path.join(self.capture_root, _LOCK)):
             created = not os.path.exists(self.path)
@@ -301,6 +305,14 @@ class LabelLog:
                 self._offset = f.tell()
             if created:
                 fsutil.fsync_dir(self.capture_root)
+        if on_first is not None:
+            firsts, taken = [], set()
+            for label in labels:
+                key = (label.request_id, label.row)
+                if key in seen and key not in taken:
+                    taken.add(key)
+                    firsts.append(label)
+            on_first(firsts)
         return AppendResult(*counts)
 
     def _catch_up(self, f):

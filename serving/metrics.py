@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram as Pr
 from prometheus_client import generate_latest
 
 from rollout import stats
+from rollout.live_quality import QUALITY_KEY, LiveQuality
 from rollout.metrics_snapshot import SNAPSHOT_FORMAT
 
 
@@ -31,6 +32,7 @@ class VersionStats:
         self.by_route = {}
         self.latency = stats.Histogram(stats.LATENCY_BOUNDS)
         self.predictions = stats.Histogram(stats.PREDICTION_BOUNDS)
+        self.quality = LiveQuality()   # labeled rows (serving/quality.py joins them)
 
     def to_dict(self):
         return {
@@ -43,6 +45,7 @@ class VersionStats:
             'latency_p99_seconds': self.latency.quantile(0.99),
             'predictions': self.predictions.to_dict(),
             'prediction_mean': self.predictions.mean(),
+            QUALITY_KEY: self.quality.to_dict(),
         }
 
 
@@ -143,6 +146,24 @@ class ServingMetrics:
                             ['model', 'role'], registry=r)
         self.reloads = Counter('tfx_canary_rollout_reloads', 'rollout.json changes applied',
                                ['model'], registry=r)
+        quality_labels = ['model', 'version', 'role']
+        self.labeled_rows = Counter(
+            'tfx_canary_labeled_rows', 'served rows whose ground truth joined (first label '
+            'per row)', quality_labels, registry=r)
+        self.labeled_correct = Counter(
+            'tfx_canary_labeled_correct', 'labeled rows predicted right at 0.5',
+            quality_labels, registry=r)
+        self.labeled_log_loss = Counter(
+            'tfx_canary_labeled_log_loss_sum', 'sum of the log loss of labeled rows',
+            quality_labels, registry=r)
+        self.live_accuracy = Gauge('tfx_canary_live_accuracy', 'accuracy at 0.5 on labeled '
+                                   'rows (process lifetime)', quality_labels, registry=r)
+        self.live_auc = Gauge('tfx_canary_live_auc', 'AUC on labeled rows (process lifetime; '
+                              'binned scores)', quality_labels, registry=r)
+        self.live_calibration_gap = Gauge(
+            'tfx_canary_live_calibration_gap', 'mean predicted probability minus observed '
+            'positive rate on labeled rows (process lifetime)', quality_labels, registry=r)
+        self._quality_by_role = {}
         self.capture_rows = Counter('tfx_canary_capture_rows', 'rows written to the capture',
                                     registry=r)
         self.capture_dropped = Counter(
@@ -197,6 +218,41 @@ class ServingMetrics:
                     entry.latency.observe(seconds)
                     for p in probabilities:
                         entry.predictions.observe(p)
+
+    def current_window(self, model):
+        """The window a prediction is served in now (live quality files its label there)."""
+        with self._lock:
+            return self._windows.get(model)
+
+    def labeled(self, model, version, role, window, pairs):
+        """Records ground truth for rows `version` answered under `window`.
+
+        `pairs`: (probability returned, derived label 0/1). The lifetime always
+        counts them; the window only if it is still the current one (a label for
+        a prediction served before the rollout changed is not this step's).
+        """
+        labels = (model, str(version), role or 'none')
+        with self._lock:
+            books = [self._lifetime_for(model).version(version)]
+            if window is not None and self._windows.get(model) is window:
+                books.append(window.version(version))
+            by_role = self._quality_by_role.setdefault(labels, LiveQuality())
+            before_correct, before_loss = by_role.correct, by_role.log_loss_sum
+            for p, y in pairs:
+                by_role.add(p, y)
+                for book in books:
+                    book.quality.add(p, y)
+            correct = by_role.correct - before_correct
+            loss = by_role.log_loss_sum - before_loss
+            accuracy, auc, gap = by_role.accuracy, by_role.auc(), by_role.calibration_gap
+        self.labeled_rows.labels(*labels).inc(len(pairs))
+        self.labeled_correct.labels(*labels).inc(correct)
+        self.labeled_log_loss.labels(*labels).inc(loss)
+        if accuracy is not None:
+            self.live_accuracy.labels(*labels).set(accuracy)
+            self.live_calibration_gap.labels(*labels).set(gap)
+        if auc is not None:
+            self.live_auc.labels(*labels).set(auc)
 
     def shadow_compared(self, model, stable_version, canary_version, stable_p, canary_p):
         threshold = self.shadow_threshold

@@ -57,7 +57,7 @@ from starlette.routing import Route
 from common.errors import TfxCanaryError
 from rollout import fsutil
 from rollout import metrics_snapshot
-from serving import codec, labels, routing
+from serving import codec, labels, quality, routing
 from serving.capture import CaptureBatch, feature_rows, new_request_id
 from serving.errors import ServingError, invalid_argument, not_found, payload_too_large
 from serving.metrics import ServingMetrics
@@ -107,6 +107,13 @@ class ServerConfig:
     # The largest request body accepted; a larger one is a 413, refused
     # before it is read in full. 16 MiB is ~40,000 taxi rows in one request.
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # Live quality (serving/quality.py): labels sent to :feedback for rows this
+    # server answered are derived by the serving version's own transform
+    # signature and read at label_key (pipeline.configs.PipelineConfig's
+    # transform_signature and label_key; the CLI passes them). None: off.
+    label_key: str = None
+    transform_signature: str = None
+    live_max_rows: int = quality.DEFAULT_MAX_ROWS
 
 
 @dataclasses.dataclass
@@ -137,6 +144,19 @@ def _client_request_id(header_value, document):
         return labels.check_request_id(value, 'X-Request-Id / request_id')
     except labels.LabelError as e:
         raise invalid_argument(str(e)) from None
+
+
+def _once(rows):
+    """`rows` (a deferred callable) computed at most once, for capture and live quality."""
+    lock = threading.Lock()
+    done = []
+
+    def cached():
+        with lock:
+            if not done:
+                done.append(rows())
+            return done[0]
+    return cached
 
 
 def _row_count(arrays):
@@ -174,6 +194,9 @@ class ModelServer:
                                       on_change=self.metrics.rollout_changed)
         self.capture = config.capture
         self.feedback = config.feedback
+        self.live = (quality.LiveJoin(self.metrics, self.registry, config.label_key,
+                                      config.transform_signature, config.live_max_rows)
+                     if config.label_key and config.transform_signature else None)
         self._shadow_pending = 0
         self._predicting = 0              # predict calls running (event loop's view)
         threads = config.predict_threads or os.cpu_count() or 1
@@ -357,8 +380,12 @@ class ModelServer:
                 task.add_done_callback(self._shadow_tasks.discard)
         capture = self.capture
         if capture is not None and capture.sampled():
+            rows = feature_rows(outcome.arrays, outcome.specs)
+            live = self.live if self.feedback is not None else None
+            if live is not None:   # the writer thread's parse, reused by the join
+                rows = _once(rows)
             queued = capture.submit(CaptureBatch(
-                rows=feature_rows(outcome.arrays, outcome.specs),
+                rows=rows,
                 request_id=outcome.request_id, served_at=time.time(), model=name,
                 version=outcome.model.version, role=outcome.role,
                 predictions=outcome.probabilities or []))
@@ -366,6 +393,21 @@ class ModelServer:
                 # Known from now on, so a label sent right after its answer is
                 # accepted before the row reaches a published part.
                 self.feedback.index.add(outcome.request_id, _row_count(outcome.arrays))
+            if queued and live is not None:
+                live.served(outcome.request_id, name, outcome.model.version,
+                            outcome.role, rows, outcome.probabilities or [])
+
+    def feedback_sync(self, parsed, name):
+        """Appends a feedback batch to the label log, then joins it into live quality."""
+        firsts = []
+        result = self.feedback.append(parsed, 'feedback', name,
+                                      on_first=firsts.extend if self.live else None)
+        if self.live is not None and firsts:
+            try:
+                self.live.labeled(name, firsts, self.feedback.spec.name)
+            except Exception:  # noqa: BLE001  the labels are durable: never fail the call
+                logger.exception('live quality: joining labels failed')
+        return result
 
     async def _shadow(self, name, canary, outcome):
         try:
@@ -555,7 +597,7 @@ class _Api:
         except labels.LabelError as e:
             raise invalid_argument(str(e)) from None
         try:
-            result = await anyio.to_thread.run_sync(log.append, parsed, 'feedback', name)
+            result = await anyio.to_thread.run_sync(self.server.feedback_sync, parsed, name)
         except (OSError, TfxCanaryError) as e:  # a full disk, a lock held too long
             logger.error('feedback: cannot write %s: %s', log.path, e)
             raise ServingError('UNAVAILABLE', 'Cannot write the label log: %s; nothing was '
