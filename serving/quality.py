@@ -52,14 +52,53 @@ def _feature(example, name, value):
         feature.float_list.value.append(float(value))
 
 
-def serialize_example(features, label_column, label_value):
-    """A tf.Example of a row's raw features plus the label column's value."""
+_PLACEHOLDERS = {1: 0.0, 7: b'', 9: 0}   # DT_FLOAT, DT_STRING, DT_INT64
+
+
+def required_features(function):
+    """{name: placeholder} of the dense features a signature's tf.Example parse
+    requires (no default), read from its own graph: a served row may lack some
+    (the model's serving signatures do not parse them, e.g. the taxi model's
+    trip_start_timestamp) and the parse would refuse the whole batch."""
+    from tensorflow.python.framework import tensor_util
+    graph = function.graph.as_graph_def()
+    required = {}
+    for body in [list(graph.node)] + [list(f.node_def) for f in graph.library.function]:
+        by_name = {n.name: n for n in body}
+
+        def const(ref, by_name=by_name):
+            node = by_name.get(ref.split(':')[0].lstrip('^'))
+            if node is None or node.op != 'Const':
+                return None
+            return tensor_util.MakeNdarray(node.attr['value'].tensor)
+        for node in body:
+            if node.op != 'ParseExampleV2':
+                continue
+            keys = const(node.input[3])
+            dtypes = list(node.attr['Tdense'].list.type)
+            if keys is None:
+                continue
+            for key, dtype, ref in zip(keys.reshape(-1), dtypes,
+                                       node.input[5:5 + len(dtypes)]):
+                default = const(ref)
+                if default is not None and default.size == 0 and dtype in _PLACEHOLDERS:
+                    name = key.decode('utf-8') if isinstance(key, bytes) else str(key)
+                    required[name] = _PLACEHOLDERS[dtype]
+    return required
+
+
+def serialize_example(features, label_column, label_value, required=None):
+    """A tf.Example of a row's raw features plus the label column's value;
+    `required` features the row lacks get their placeholder."""
     from tensorflow.core.example import example_pb2
     example = example_pb2.Example()
     for name, value in features.items():
         if name != label_column:
             _feature(example, name, value)
     _feature(example, label_column, label_value)
+    for name, placeholder in (required or {}).items():
+        if name not in example.features.feature:
+            _feature(example, name, placeholder)
     return example.SerializeToString()
 
 
@@ -77,6 +116,7 @@ class LiveJoin:
         self._rows = 0
         self._lock = threading.Lock()
         self._warned = set()
+        self._required = {}   # (model, version) -> required_features of its signature
 
     def served(self, request_id, model, version, role, rows, predictions):
         """Remembers one captured request; `rows` is capture.feature_rows' callable."""
@@ -122,6 +162,15 @@ class LiveJoin:
             target = None
         if target is None:
             return None
+        key = (model, version)
+        required = self._required.get(key)
+        if required is None:
+            try:
+                required = required_features(
+                    getattr(target, '_functions', {})[self.transform_signature])
+            except Exception:  # noqa: BLE001  no such signature: reported below
+                required = {}
+            self._required[key] = required
         cache = {}
         serialized = []
         for entry, label in items:
@@ -130,7 +179,8 @@ class LiveJoin:
                 rows = cache[id(entry)] = entry.rows()
             if label.row >= len(rows):
                 return None
-            serialized.append(serialize_example(rows[label.row], label_column, label.value))
+            serialized.append(serialize_example(rows[label.row], label_column, label.value,
+                                                required))
         try:
             with target.use():
                 specs = target.specs(self.transform_signature)

@@ -50,7 +50,9 @@ def save_model(path, weight):
         def transform(self, examples):
             parsed = tf.io.parse_example(examples, {
                 'tips': tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
-                'fare': tf.io.FixedLenFeature([], tf.float32, default_value=0.0)})
+                'fare': tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+                # Required, and never sent by clients (as the taxi model's).
+                'trip_start_timestamp': tf.io.FixedLenFeature([], tf.int64)})
             return {LABEL_KEY: tf.cast(parsed['tips'] > 2.0, tf.int64),
                     'fare_xf': parsed['fare']}
 
@@ -220,3 +222,24 @@ def test_without_the_transform_signature_labels_are_logged_not_counted(serving_r
         entry = snapshot(client)
     assert entry['window']['versions']['1'][QUALITY_KEY]['labeled'] == 0
     assert labels.first_labels(str(tmp_path / 'capture'))[0] == {(rid, 0): 3.0}
+
+
+def check_taxi_live_quality(serving_root, capture_dir, instances):
+    """The trained taxi model: labels derived by its transform_features (tips > 0.2 fare)."""
+    rows_ = instances[:20]
+    with live_server(serving_root, capture_dir) as (client, _):
+        rid, version, ps = predict(client, rows_, label='stable')
+        tips = [row['fare'] * (0.3 if i % 2 else 0.1) for i, row in enumerate(rows_)]
+        assert feedback(client, [(rid, i, t) for i, t in enumerate(tips)])['accepted'] == 20
+        entry = snapshot(client)
+    q = LiveQuality.from_dict(entry['window']['versions'][str(version)][QUALITY_KEY])
+    labeled, correct, loss = by_hand(list(zip(ps, [i % 2 for i in range(20)])))
+    assert (q.labeled, q.positives, q.correct) == (20, 10, correct)
+    assert q.log_loss_sum == pytest.approx(loss, rel=1e-5)
+    assert q.auc() is not None
+
+
+@pytest.mark.e2e
+def test_the_taxi_models_transform_derives_the_live_label(served_workspace, instances,
+                                                          tmp_path):
+    check_taxi_live_quality(str(served_workspace / 'serving'), tmp_path / 'capture', instances)
