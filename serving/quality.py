@@ -12,11 +12,14 @@ the same transform training used, never a copy of its rule. Then the pair
 
 Not counted live (still accepted and logged): labels for rows this server did
 not answer, answered before a restart, or that fell out of the store; rows
-whose version was unloaded since; rows of requests the capture did not
+whose version was unloaded since. Bulk labels (`capture label`) appended to
+the log while the server runs are followed every snapshot interval; rows of requests the capture did not
 sample (capture rate < 1: live quality covers the captured sample).
 """
 import collections
+import json
 import logging
+import os
 import threading
 
 import numpy as np
@@ -116,6 +119,7 @@ class LiveJoin:
         self._rows = 0
         self._lock = threading.Lock()
         self._warned = set()
+        self._log_offset = None
         self._required = {}   # (model, version) -> required_features of its signature
 
     def served(self, request_id, model, version, role, rows, predictions):
@@ -138,13 +142,13 @@ class LiveJoin:
         with self._lock:
             for label in labels:
                 entry = self._served.get(label.request_id)
-                if (entry is None or entry.model != model
+                if (entry is None or (model is not None and entry.model != model)
                         or label.row >= len(entry.predictions)):
                     continue
-                groups.setdefault((entry.version, entry.role, id(entry.window)),
+                groups.setdefault((entry.model, entry.version, entry.role, id(entry.window)),
                                   []).append((entry, label))
         counted = 0
-        for (version, role, _), items in groups.items():
+        for (model, version, role, _), items in groups.items():
             derived = self._derive(model, version, items, label_column)
             if derived is None:
                 continue
@@ -153,6 +157,39 @@ class LiveJoin:
             self.metrics.labeled(model, version, role, items[0][0].window, pairs)
             counted += len(pairs)
         return counted
+
+    def follow(self, log_path, label_column):
+        """Counts first labels other writers (`capture label`) appended to the log
+        since the last call (the first call starts at its end: older lines are
+        for rows served before this server started). Returns rows counted."""
+        from serving import labels as labels_lib
+        try:
+            size = os.path.getsize(log_path)
+        except OSError:
+            size = 0
+        if self._log_offset is None or size < self._log_offset:
+            self._log_offset = size
+            return 0
+        if size == self._log_offset:
+            return 0
+        with open(log_path, 'rb') as f:
+            f.seek(self._log_offset)
+            data = f.read(size - self._log_offset)
+        end = data.rfind(b'\n') + 1      # a line being written: next time
+        self._log_offset += end
+        found = []
+        for line in data[:end].splitlines():
+            try:
+                entry = json.loads(line)
+                if entry.get(labels_lib.F_SOURCE) == 'feedback' or entry.get(
+                        labels_lib.F_DUPLICATE):
+                    continue   # ours are counted as they come; duplicates never
+                found.append(labels_lib.Label(entry[labels_lib.REQUEST_ID],
+                                              int(entry[labels_lib.ROW]),
+                                              entry[labels_lib.F_VALUE]))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return self.labeled(None, found, label_column) if found else 0
 
     def _derive(self, model, version, items, label_column):
         """The labels as `version`'s transform signature computes them (one call per batch)."""

@@ -212,6 +212,7 @@ class ModelServer:
 
     def start(self):
         self.registry.start()
+        self.follow_labels()   # from the log's end: older labels are for earlier servers
         self._snapshot_thread = threading.Thread(target=self._snapshot_loop,
                                                  name='metrics-snapshot', daemon=True)
         self._snapshot_thread.start()
@@ -258,7 +259,18 @@ class ModelServer:
 
     def _snapshot_loop(self):
         while not self._stop.wait(self.config.snapshot_seconds):
+            self.follow_labels()
             self.write_snapshots()
+
+    def follow_labels(self):
+        """Live quality of bulk labels appended to the log while serving (snapshot thread)."""
+        log, live = self.feedback, self.live
+        if log is None or live is None:
+            return
+        try:
+            live.follow(log.path, log.spec.name)
+        except Exception:  # noqa: BLE001  metrics only: never stops the snapshots
+            logger.exception('live quality: following %s failed', log.path)
 
     # ------------------------------------------------------------ predict
 

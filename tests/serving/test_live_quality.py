@@ -224,6 +224,28 @@ def test_without_the_transform_signature_labels_are_logged_not_counted(serving_r
     assert labels.first_labels(str(tmp_path / 'capture'))[0] == {(rid, 0): 3.0}
 
 
+def test_bulk_labels_appended_while_serving_are_counted_once(serving_root, tmp_path):
+    capture_dir = tmp_path / 'capture'
+    with live_server(serving_root, capture_dir) as (client, _):
+        rid, _, ps = predict(client, rows(3), label='stable')
+        feedback(client, [(rid, 2, 3.0)])     # via the API: counted at once
+        # `capture label` is another writer of the same log.
+        bulk = labels.LabelLog(str(capture_dir), SPEC)
+        bulk.append([labels.Label(rid, 0, 3.0), labels.Label(rid, 1, 0.0),
+                     labels.Label(rid, 2, 0.0),           # a duplicate of the API's
+                     labels.Label('never-served', 0, 1.0)], 'file:/tmp/bulk.csv')
+        deadline = time.monotonic() + 30
+        while snapshot(client)['window']['versions']['1'][QUALITY_KEY]['labeled'] < 3:
+            assert time.monotonic() < deadline, 'the bulk labels were not counted'
+            time.sleep(0.05)
+        time.sleep(1.2)   # two more snapshot ticks: nothing counted twice
+        entry = snapshot(client)
+    q = LiveQuality.from_dict(entry['window']['versions']['1'][QUALITY_KEY])
+    labeled, correct, loss = by_hand(list(zip(ps, [1, 0, 1])))
+    assert (q.labeled, q.positives, q.correct) == (3, 2, correct)
+    assert q.log_loss_sum == pytest.approx(loss, rel=1e-6)
+
+
 def check_taxi_live_quality(serving_root, capture_dir, instances):
     """The trained taxi model: labels derived by its transform_features (tips > 0.2 fare)."""
     rows_ = instances[:20]
