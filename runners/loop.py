@@ -48,6 +48,10 @@ LOOP_DATA_DIR = 'loop-data'       # WORKSPACE/loop-data/: the exported spans
 # model feature, so the ValidationGate's "column dropped" is accepted for the
 # retrain on captured rows (pickup_census_tract is deprecated in the schema).
 CAPTURE_ALLOWED_ANOMALIES = ('dropoff_census_tract',)
+# Half the split traffic to the canary: span 3's ~3,000 labeled rows give
+# ~1,500 per arm, enough for the live accuracy test at the loop's margin
+# (runners/loop_policy.yaml); at 10% the canary gets ~300 and analyze holds.
+LOOP_CANARY_PERCENT = 50
 SERVE_START_SECONDS = 240.0
 SERVE_STOP_SECONDS = 60.0
 
@@ -515,10 +519,15 @@ def run_loop(options, out=print):
                       else 'no anomalies accepted')
             summary = _train(options, story, _pipeline_config(
                 options, data_root=os.path.abspath(options.data_out), span=exported.span,
-                allowed_anomalies=tuple(options.allowed_anomalies)))
+                allowed_anomalies=tuple(options.allowed_anomalies),
+                canary_traffic_percent=LOOP_CANARY_PERCENT))
             result.retrained_auc = _auc(summary.metrics)
             result.served_auc = _auc(summary.baseline_metrics)
             result.blessed = summary.blessed
+            # The drift gate judged the captured span against the statistics
+            # v1 was trained on (its training-data copy on the serving root).
+            story.say('drift gate, captured span vs v%d\'s training data: %s'
+                      % (state.stable_version, summary.drift or 'did not run'))
             delta = (None if None in (result.retrained_auc, result.served_auc)
                      else result.retrained_auc - result.served_auc)
             story.say('retrained: auc %s vs %s for v%d, the model that served (delta %s), on '
@@ -574,8 +583,14 @@ def run_loop(options, out=print):
 def _export(options, capture_span, story):
     from serving import export, labels
     spec = labels.label_spec_from_schema(options.schema_path)
+    # The replayed span's rows come back under its number (span 2 replayed ->
+    # span 2 exported), so "span 2 vs. span 1" in the drift gate and lineage
+    # reads as the story it is; the next free number if that one is taken.
+    span = options.replay_span
+    if os.path.exists(os.path.join(options.data_out, 'span-%d' % span)):
+        span = None
     exported = export.export(locations.capture_dir_in(options.workspace), capture_span,
-                             options.data_out, spec)
+                             options.data_out, spec, span=span)
     c = exported.counts
     story.say('exported span %d into %s: %d rows (captured %d, labeled %d, unlabeled %d, '
               'rejected %d), served by %s, capture rate %s; manifest %s'

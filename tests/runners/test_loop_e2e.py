@@ -46,11 +46,18 @@ def test_served_rows_come_back_as_a_span_the_canary_is_trained_on(copy_workspace
 
     # The retrain was judged against v1 and staged as the canary, then decided live.
     assert re.search(r'retrained: auc 0\.\d{4} vs 0\.\d{4} for v1, the model that served', out)
-    staged = re.search(r'staged as canary v(\d+) at 10% of traffic \(stable v1\)', out)
+    # The captured span went through the drift gate, against what v1 was trained on.
+    assert span == 2   # span 2's traffic comes back as span 2 of the loop's data root
+    assert re.search(r"drift gate, captured span vs v1's training data: span 2 vs\. span 1.*: "
+                     r"\d+ features within thresholds, closest \w+ 0\.\d{4}", out), out
+    staged = re.search(r'staged as canary v(\d+) at 50% of traffic \(stable v1\)', out)
     version = int(staged.group(1))
     history = controller.load().history
     assert any(e.get('event') == 'staged_canary' and e.get('version') == version
                for e in history), history
+    # Span 3's labels were joined live: analyze judged live accuracy on them.
+    assert re.search(r'labeled rows\s+[\d,]+\s+[\d,]+\s+>= 200 each', out), out
+    assert re.search(r'live accuracy\s+\d+\.\d+%\s+\d+\.\d+%\s+diff > -5%', out), out
     verdict = re.search(r'analyze: (\w[\w-]*); stable now v(\d+)', out)
     state = controller.load()
     assert verdict.group(1) in ('promote', 'rollback', 'hold', 'set-traffic'), out
