@@ -20,11 +20,12 @@ from rollout import control
 from rollout.live_quality import QUALITY_KEY, LiveQuality
 from serving import capture, labels
 from tests.conftest import SCHEMA_PATH
+from tests.serving import tiny_serving
 from tests.serving.conftest import predict_body, running
 
 MODEL = 'taxi'
 SIGNATURE = 'predict_raw'
-TRANSFORM = 'transform_features'
+TRANSFORM = tiny_serving.TRANSFORM_SIGNATURE
 LABEL_KEY = 'big_tipper_xf'
 PREDICT = '/v1/models/%s:predict' % MODEL
 FEEDBACK = '/v1/models/%s:feedback' % MODEL
@@ -32,34 +33,21 @@ SPEC = labels.label_spec_from_schema(SCHEMA_PATH)
 HEADER = capture.header_from_schema(SCHEMA_PATH)
 
 
-def save_model(path, weight):
+def _label_rule(examples):
+    """The tiny models' transform: a label rule that is not the taxi one
+    (tips > 2, not tips > 0.2 x fare), so counts that match it prove the
+    server used the model's signature."""
     import tensorflow as tf
+    parsed = tf.io.parse_example(examples, {
+        'tips': tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+        'fare': tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+        # Required, and never sent by clients (as the taxi model's).
+        'trip_start_timestamp': tf.io.FixedLenFeature([], tf.int64)})
+    return {LABEL_KEY: tf.cast(parsed['tips'] > 2.0, tf.int64), 'fare_xf': parsed['fare']}
 
-    class Tiny(tf.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = tf.Variable(float(weight))
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name='fare'),
-                                      tf.TensorSpec([None], tf.string, name='company')])
-        def raw(self, fare, company):
-            length = tf.cast(tf.strings.length(company), tf.float32)
-            return {'probabilities': tf.reshape(tf.sigmoid(self.w * fare - length), [-1, 1])}
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
-        def transform(self, examples):
-            parsed = tf.io.parse_example(examples, {
-                'tips': tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
-                'fare': tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
-                # Required, and never sent by clients (as the taxi model's).
-                'trip_start_timestamp': tf.io.FixedLenFeature([], tf.int64)})
-            return {LABEL_KEY: tf.cast(parsed['tips'] > 2.0, tf.int64),
-                    'fare_xf': parsed['fare']}
-
-    module = Tiny()
-    tf.saved_model.save(module, path, signatures={SIGNATURE: module.raw,
-                                                  TRANSFORM: module.transform})
-    return path
+def save_model(path, weight):
+    return tiny_serving.save_raw_model(path, weight, transform=_label_rule)
 
 
 @pytest.fixture(scope='module')

@@ -10,9 +10,13 @@ from rollout import control
 
 MODEL = 'taxi'
 SIGNATURE = 'predict_raw'
+TRANSFORM_SIGNATURE = 'transform_features'
 
 
-def save_raw_model(path, weight):
+def save_raw_model(path, weight, transform=None):
+    """`predict_raw(fare, company) -> probabilities` at `weight`; with
+    `transform` (serialized tf.Examples -> dict of tensors), also exported as
+    the `transform_features` signature the live-quality join calls."""
     import tensorflow as tf
 
     class Raw(tf.Module):
@@ -27,7 +31,12 @@ def save_raw_model(path, weight):
             return {'probabilities': tf.reshape(tf.sigmoid(self.w * fare - length), [-1, 1])}
 
     module = Raw()
-    tf.saved_model.save(module, path, signatures={SIGNATURE: module.raw})
+    signatures = {SIGNATURE: module.raw}
+    if transform is not None:
+        module.transform = tf.function(transform, input_signature=[
+            tf.TensorSpec([None], tf.string, name='examples')])
+        signatures[TRANSFORM_SIGNATURE] = module.transform
+    tf.saved_model.save(module, path, signatures=signatures)
     return path
 
 
