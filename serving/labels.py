@@ -242,6 +242,20 @@ def meta_files(capture_root, include_unpublished=False):
     return found
 
 
+def complete_lines(data):
+    """The JSON objects of the complete lines in `data` (bytes read from the
+    label log), and where the last complete line ends: a line still being
+    written (or torn by a crash) is left for the caller."""
+    end = data.rfind(b'\n') + 1
+    entries = []
+    for line in data[:end].splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
+    return entries, end
+
+
 def read_jsonl(path):
     """The JSON objects of a .jsonl file; a torn last line (a crash mid-write) is skipped."""
     out = []
@@ -319,14 +333,13 @@ class LabelLog:
         """Reads lines other writers appended since our last look; cuts a torn tail."""
         f.seek(self._offset)
         data = f.read()
-        end = data.rfind(b'\n') + 1
+        entries, end = complete_lines(data)
         if end != len(data):  # a crash mid-write: never acknowledged, cut it
             f.truncate(self._offset + end)
-        for line in data[:end].splitlines():
+        for entry in entries:
             try:
-                entry = json.loads(line)
                 self._seen.add((entry[REQUEST_ID], entry[ROW]))
-            except (ValueError, KeyError, TypeError):
+            except (KeyError, TypeError):
                 continue
         f.seek(0, os.SEEK_END)
 

@@ -17,7 +17,6 @@ the log while the server runs are followed every snapshot interval; rows of requ
 sample (capture rate < 1: live quality covers the captured sample).
 """
 import collections
-import json
 import logging
 import os
 import threading
@@ -175,12 +174,11 @@ class LiveJoin:
         with open(log_path, 'rb') as f:
             f.seek(self._log_offset)
             data = f.read(size - self._log_offset)
-        end = data.rfind(b'\n') + 1      # a line being written: next time
+        entries, end = labels_lib.complete_lines(data)   # a line being written: next time
         self._log_offset += end
         found = []
-        for line in data[:end].splitlines():
+        for entry in entries:
             try:
-                entry = json.loads(line)
                 if entry.get(labels_lib.F_SOURCE) == 'feedback' or entry.get(
                         labels_lib.F_DUPLICATE):
                     continue   # ours are counted as they come; duplicates never
