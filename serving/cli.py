@@ -32,17 +32,27 @@ def _add_serve(subparsers):
                     'versions load before traffic moves, old ones stay until their requests '
                     'finish. Metrics: /metrics (Prometheus) and /monitoring/snapshot (JSON, '
                     'also written to <serving-root>/<model>/serving-metrics.json for '
-                    '`tfx-canary rollout analyze`).',
+                    '`tfx-canary rollout analyze`). With --grpc-port, TF Serving\'s gRPC API '
+                    'too (PredictionService.Predict/GetModelMetadata, '
+                    'ModelService.GetModelStatus), routed, counted and captured alike.',
         epilog='Examples:\n'
                '  tfx-canary serve                                 # split mode on :8501\n'
                '  tfx-canary serve --mode shadow --capture-rate 0.1\n'
                '  curl -d \'{"signature_name": "predict_raw", "instances": [{...}]}\' \\\n'
-               '       -H "X-Request-Key: user-42" localhost:8501/v1/models/taxi:predict')
+               '       -H "X-Request-Key: user-42" localhost:8501/v1/models/taxi:predict\n'
+               '  tfx-canary serve --grpc-port 8500                # + gRPC on :8500\n'
+               '  # then, with tensorflow-serving-api:\n'
+               '  #   stub = prediction_service_pb2_grpc.PredictionServiceStub(\n'
+               '  #       grpc.insecure_channel("localhost:8500"))\n'
+               '  #   stub.Predict(request, metadata=[("x-request-key", "user-42")])')
     # --workspace, --serving-root, --model-name, --capture-dir: as every command.
     locations.add_location_options(p, metadata=False, model_name='append', capture=True)
     p.add_argument('--host', default='127.0.0.1',
                    help='address to listen on (0.0.0.0 for all interfaces)')
     p.add_argument('--port', type=int, default=8501, help="port (TF Serving's REST default)")
+    p.add_argument('--grpc-port', type=int, default=None, metavar='N',
+                   help="also serve TF Serving's gRPC API on this port (TF Serving's default: "
+                        '8500; 0: a free port, printed at start-up; default: off)')
     p.add_argument('--mode', choices=('split', 'shadow'), default='split',
                    help='split: the canary answers its traffic percent; shadow: stable '
                         'answers everything and the canary gets a copy of each request')
@@ -217,6 +227,7 @@ def cmd_serve(args):
     if args.predict_threads is not None and args.predict_threads < 1:
         raise TfxCanaryError('--predict-threads must be at least 1, got %d'
                              % args.predict_threads)
+    _check_grpc_port(args)
     if args.max_body_bytes is not None and args.max_body_bytes < 1:
         raise TfxCanaryError('--max-body-bytes must be at least 1, got %d'
                              % args.max_body_bytes)
@@ -243,6 +254,9 @@ def cmd_serve(args):
                           transform_signature=pipeline_config.transform_signature)
     if args.max_body_bytes is not None:
         config.max_body_bytes = args.max_body_bytes
+    if args.grpc_port is not None:
+        config.grpc_host, config.grpc_port = args.host, args.grpc_port
+        config.on_grpc_listening = _print_grpc_address
     server = ModelServer(config)
     if not server.registry.models:
         raise TfxCanaryError('no models under %s: expected <model>/rollout.json (run '
@@ -263,7 +277,31 @@ def cmd_serve(args):
     except OSError as e:
         raise TfxCanaryError('cannot listen on %s:%d: %s' % (args.host, args.port,
                                                              e.strerror)) from None
+    if args.grpc_port is not None and server.grpc is None:
+        raise TfxCanaryError('the gRPC API did not start on %s:%d (see the log above)'
+                             % (args.host, args.grpc_port))
     return 0
+
+
+def _check_grpc_port(args):
+    """--grpc-port's value, and that it is free: refused before anything loads."""
+    if args.grpc_port is None:
+        return
+    if not 0 <= args.grpc_port <= 65535 or args.grpc_port == args.port != 0:
+        raise TfxCanaryError('--grpc-port must be 0 (a free port) or a port other than --port '
+                             '(%d), e.g. 8500, got %d' % (args.port, args.grpc_port))
+    if args.grpc_port:
+        from serving.server import bind_socket
+        try:
+            bind_socket(args.host, args.grpc_port).close()
+        except OSError as e:
+            raise TfxCanaryError('cannot listen on %s:%d (--grpc-port): %s'
+                                 % (args.host, args.grpc_port, e.strerror)) from None
+
+
+def _print_grpc_address(host, port):
+    print('tfx-canary serve: gRPC (TF Serving PredictionService, ModelService) on %s:%d'
+          % (host, port), file=sys.stderr, flush=True)
 
 
 def _served_columns():

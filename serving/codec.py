@@ -392,7 +392,7 @@ def _decode_columns(inputs, specs):
     return arrays
 
 
-def _check_shapes(arrays, specs):
+def check_shapes(arrays, specs):
     """Rejects tensors the signature cannot accept, with a message naming them.
 
     TF Serving leaves this to the TensorFlow session, whose error is a 400 too;
@@ -426,7 +426,7 @@ def decode_inputs(request, specs):
         arrays = _decode_rows(request.payload, specs)
     else:
         arrays = _decode_columns(request.payload, specs)
-    _check_shapes(arrays, specs)
+    check_shapes(arrays, specs)
     return arrays
 
 

@@ -113,6 +113,9 @@ class ServingMetrics:
         self.rest_requests = Counter(
             'tfx_canary_rest_requests', 'REST API requests by API and HTTP status',
             ['api', 'code'], registry=r)
+        self.grpc_requests = Counter(
+            'tfx_canary_grpc_requests', 'gRPC API calls by method and status code',
+            ['method', 'code'], registry=r)
         self.predict_requests = Counter(
             'tfx_canary_predict_requests', 'predict calls per served version',
             ['model', 'version', 'role', 'route'], registry=r)
@@ -190,6 +193,10 @@ class ServingMetrics:
 
     def rest(self, api, http_status):
         self.rest_requests.labels(api, str(http_status)).inc()
+
+    def grpc(self, method, code):
+        """One gRPC call (`code`: its status name); predicts also count in predicted()."""
+        self.grpc_requests.labels(method, code).inc()
 
     def predicted(self, model, version, role, route, seconds, http_status, probabilities=()):
         """Records one predict call on `version` (probabilities: one per row)."""

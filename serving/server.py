@@ -26,6 +26,12 @@ is otherwise idle. Shadow calls run on their own small thread limiter so they
 cannot starve client requests, and are dropped (and counted) rather than
 queued without bound.
 
+With ServerConfig.grpc_port, TF Serving's gRPC API (serving/grpc_api.py) runs
+on the same event loop and shares the predict path after parsing: REST's
+predict_sync and gRPC's Predict each turn their request into a PredictCall
+for `predict_call` (route, decode, model, encode, metrics), and both go
+through after_predict (shadow, capture, live quality).
+
 `:predict` requests take a plain-ASGI path (no Starlette request/response
 objects or middleware: same status, headers and body); everything else goes
 through the Starlette application.
@@ -40,6 +46,7 @@ see codec.parse_request.
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -114,6 +121,29 @@ class ServerConfig:
     label_key: str = None
     transform_signature: str = None
     live_max_rows: int = quality.DEFAULT_MAX_ROWS
+    # TF Serving's gRPC API (serving/grpc_api.py) on this port, beside the REST
+    # one (None: off; 0: a free port). on_grpc_listening(host, port) is called
+    # once it is bound, e.g. to print the port 0 picked.
+    grpc_host: str = '127.0.0.1'
+    grpc_port: int = None
+    on_grpc_listening: object = None
+
+
+@dataclasses.dataclass
+class PredictCall:
+    """One predict request, whatever its protocol: where it goes and how its tensors are read.
+
+    decode(specs) -> {input alias: ndarray} checked against the answering
+    version's signature inputs (the version is only known after routing);
+    encode(outputs, version) -> the protocol's answer (JSON bytes, a proto).
+    """
+    name: str
+    version: int
+    label: str
+    key: str                   # the sticky routing key, or None
+    signature_name: str
+    decode: object
+    encode: object
 
 
 @dataclasses.dataclass
@@ -126,7 +156,8 @@ class Outcome:
     route: str = None
     seconds: float = 0.0
     probabilities: list = None
-    request: object = None
+    call: PredictCall = None
+    error: ServingError = None        # why the call failed (its code: gRPC's status)
     arrays: dict = None
     specs: dict = None
     plan: object = None
@@ -207,6 +238,7 @@ class ModelServer:
         self._stop = threading.Event()
         self._snapshot_thread = None
         self._snapshot_failed = set()
+        self.grpc = None                  # the gRPC server, when config.grpc_port is set
 
     # ------------------------------------------------------------ lifecycle
 
@@ -217,7 +249,18 @@ class ModelServer:
                                                  name='metrics-snapshot', daemon=True)
         self._snapshot_thread.start()
 
+    async def start_grpc(self):
+        """Starts TF Serving's gRPC API on this event loop, if config.grpc_port is set."""
+        if self.config.grpc_port is None:
+            return
+        from serving import grpc_api   # grpcio and TF Serving's protos only when asked for
+        self.grpc = await grpc_api.start(self, self.config.grpc_host, self.config.grpc_port)
+        if self.config.on_grpc_listening is not None:
+            self.config.on_grpc_listening(self.config.grpc_host, self.grpc.port)
+
     async def stop(self):
+        if self.grpc is not None:   # calls in flight finish; their shadow copies are below
+            await self.grpc.stop()
         # Let mirrored calls finish (bounded): their results are metrics.
         if self._shadow_tasks:
             await asyncio.wait(set(self._shadow_tasks), timeout=10)
@@ -275,92 +318,116 @@ class ModelServer:
     # ------------------------------------------------------------ predict
 
     async def predict(self, name, version, label, body, header_key, request_id=None):
-        """predict_sync from the event loop: inline when alone and small, else on a thread.
+        """A REST predict (predict_sync) from the event loop: run_predict."""
+        return await self.run_predict(len(body), self.predict_sync, name, version, label, body,
+                                      header_key, request_id)
+
+    async def run_predict(self, size, function, *args):
+        """function(*args) from the event loop: inline when alone and small, else on a thread.
 
         Inline only when this is the one predict in progress: requests that
         arrived with it get one loop turn to register first, so under
         concurrent load every call still goes to the worker threads (TF runs
         them in parallel there) and the loop is never held by more than one
-        small call at a time.
+        small call at a time. `size`: the request's bytes.
         """
         self._predicting += 1
         try:
             inline = False
-            if len(body) <= self.config.inline_max_bytes:
+            if size <= self.config.inline_max_bytes:
                 await asyncio.sleep(0)
                 inline = self._predicting == 1
             if inline:
-                return self.predict_sync(name, version, label, body, header_key, request_id)
+                return function(*args)
             return await asyncio.get_running_loop().run_in_executor(
-                self._executor, self.predict_sync, name, version, label, body, header_key,
-                request_id)
+                self._executor, function, *args)
         finally:
             self._predicting -= 1
 
     def predict_sync(self, name, version, label, body, header_key, request_id=None):
-        """Handles one predict call end to end (on a worker thread, or the loop: predict()).
+        """Handles one REST predict call end to end (on a worker thread, or the loop: predict()).
 
         `request_id`: the X-Request-Id header's value, if the client sent one.
+        """
+        def prepare(outcome):
+            request = codec.parse_request(body)
+            outcome.request_id = _client_request_id(request_id, request.document)
+            key = header_key
+            if key is None and self.config.sticky_field:
+                field = request.document.get(self.config.sticky_field)
+                key = None if field is None else str(field)
+
+            def encode(outputs, _version):
+                return codec.dumps(codec.encode_outputs(outputs, request.format)).encode()
+            return PredictCall(name, version, label, key, request.signature_name,
+                               functools.partial(codec.decode_inputs, request), encode)
+
+        outcome = self.predict_call(prepare)
+        if outcome.error is not None:
+            outcome.body = codec.error_body(outcome.error.message).encode()
+        return outcome
+
+    def _route(self, plan, call):
+        """(version answering `call`, route name): by version, by label, else the split."""
+        if call.version is not None:
+            return plan.by_version(call.version), 'version'
+        if call.label is not None:
+            return plan.by_label(call.label), 'label'
+        target, _ = routing.choose(plan, call.key, self.config.mode)
+        if target is None:
+            raise not_found('Servable not found for request: Latest(%s)' % call.name)
+        return target, self.config.mode
+
+    def predict_call(self, prepare):
+        """The predict path every protocol shares: route, decode, model, encode, metrics.
+
+        prepare(outcome) parses the protocol's request into a PredictCall (and
+        sets outcome.request_id); its errors are answered like any other.
+        Returns the Outcome: `body` is encode()'s answer, or `error` is set.
         """
         started = time.perf_counter()
         outcome = Outcome(status=200, body=b'')
         target = None
         try:
-            request = codec.parse_request(body)
-            outcome.request = request
-            outcome.request_id = _client_request_id(request_id, request.document)
-            served = self.registry.get(name)
-            plan = served.plan
-            outcome.plan = plan
-            if version is not None:
-                target, outcome.route = plan.by_version(version), 'version'
-            elif label is not None:
-                target, outcome.route = plan.by_label(label), 'label'
-            else:
-                key = header_key
-                if key is None and self.config.sticky_field:
-                    field = request.document.get(self.config.sticky_field)
-                    key = None if field is None else str(field)
-                target, _ = routing.choose(plan, key, self.config.mode)
-                outcome.route = self.config.mode
-                if target is None:
-                    raise not_found('Servable not found for request: Latest(%s)' % name)
+            call = outcome.call = prepare(outcome)
+            plan = outcome.plan = self.registry.get(call.name).plan
+            target, outcome.route = self._route(plan, call)
             outcome.model = target
             outcome.role = plan.role(target.version)
             with target.use():
-                specs = target.specs(request.signature_name)
-                arrays = codec.decode_inputs(request, specs)
-                outputs = target.predict(request.signature_name, arrays)
-            outcome.body = codec.dumps(codec.encode_outputs(outputs, request.format)).encode()
+                specs = target.specs(call.signature_name)
+                arrays = call.decode(specs)
+                outputs = target.predict(call.signature_name, arrays)
+            outcome.body = call.encode(outputs, target.version)
             outcome.probabilities = _probabilities(outputs)
             outcome.arrays, outcome.specs = arrays, specs
         except ServingError as e:
-            outcome.status = e.http_status
-            outcome.body = codec.error_body(e.message).encode()
+            outcome.error = e
         except Exception as e:  # noqa: BLE001  a bug must be a 500, not a dropped connection
             logger.exception('predict failed')
-            outcome.status = 500
-            outcome.body = codec.error_body('Internal error: %s: %s'
-                                            % (type(e).__name__, e)).encode()
+            outcome.error = ServingError('INTERNAL', 'Internal error: %s: %s'
+                                         % (type(e).__name__, e))
+        if outcome.error is not None:
+            outcome.status = outcome.error.http_status
         if outcome.request_id is None:
             outcome.request_id = new_request_id()
         outcome.seconds = time.perf_counter() - started
         if target is not None:
-            self.metrics.predicted(name, target.version, outcome.role, outcome.route,
+            self.metrics.predicted(call.name, target.version, outcome.role, outcome.route,
                                    outcome.seconds, outcome.status,
                                    outcome.probabilities or ())
         return outcome
 
-    def shadow_sync(self, name, canary, stable_version, request, arrays, stable_p):
+    def shadow_sync(self, name, canary, stable_version, call, arrays, stable_p):
         """Runs the canary on a copy of a request stable answered (worker thread)."""
         started = time.perf_counter()
         status = 200
         try:
             with canary.use():
-                specs = canary.specs(request.signature_name)
+                specs = canary.specs(call.signature_name)
                 if arrays is None or set(specs) != set(arrays):
-                    arrays = codec.decode_inputs(request, specs)
-                outputs = canary.predict(request.signature_name, arrays)
+                    arrays = call.decode(specs)
+                outputs = canary.predict(call.signature_name, arrays)
             canary_p = _probabilities(outputs)
         except ServingError as e:
             status = e.http_status
@@ -426,7 +493,7 @@ class ModelServer:
             if self._shadow_limiter is None:
                 self._shadow_limiter = anyio.CapacityLimiter(self.config.shadow_threads)
             await anyio.to_thread.run_sync(
-                self.shadow_sync, name, canary, outcome.model.version, outcome.request,
+                self.shadow_sync, name, canary, outcome.model.version, outcome.call,
                 outcome.arrays, outcome.probabilities or [], limiter=self._shadow_limiter)
         finally:
             self._shadow_pending -= 1
@@ -434,6 +501,13 @@ class ModelServer:
     # ------------------------------------------------------------ status
 
     def status_json(self, name, version, label):
+        return {'model_version_status': [
+            {'version': str(v), 'state': state,
+             'status': {'error_code': 'OK', 'error_message': ''}}
+            for v, state in self.version_states(name, version, label)]}
+
+    def version_states(self, name, version, label):
+        """[(version, TF Serving state name)], newest first: GetModelStatus for REST and gRPC."""
         served = self.registry.models.get(name)
         if served is None:
             raise not_found('Could not find any versions of model %s' % name)
@@ -446,12 +520,16 @@ class ModelServer:
             states = {version: states[version]}
         if not states:
             raise not_found('Could not find any versions of model %s' % name)
-        return {'model_version_status': [
-            {'version': str(v), 'state': state,
-             'status': {'error_code': 'OK', 'error_message': ''}}
-            for v, state in sorted(states.items(), reverse=True)]}
+        return sorted(states.items(), reverse=True)
 
     def metadata_json(self, name, version, label):
+        target = self.metadata_target(name, version, label)
+        return {'model_spec': {'name': name, 'signature_name': '',
+                               'version': str(target.version)},
+                'metadata': target.metadata()}
+
+    def metadata_target(self, name, version, label):
+        """The version GetModelMetadata describes (REST and gRPC)."""
         served = self.registry.models.get(name)
         plan = served.plan if served is not None else None
         if plan is None:
@@ -466,9 +544,7 @@ class ModelServer:
             target = plan.versions.get(plan.stable)
             if target is None:
                 raise not_found('Servable not found for request: Latest(%s)' % name)
-        return {'model_spec': {'name': name, 'signature_name': '',
-                               'version': str(target.version)},
-                'metadata': target.metadata()}
+        return target
 
 
 # ---------------------------------------------------------------- HTTP layer
@@ -630,6 +706,7 @@ class _Api:
 
     async def lifespan(self, app):
         await anyio.to_thread.run_sync(self.server.start)
+        await self.server.start_grpc()
         try:
             yield
         finally:

@@ -42,6 +42,8 @@ def _run_serve(cwd, *args):
     (['--predict-threads', '0'], '--predict-threads must be at least 1, got 0'),
     (['--max-body-bytes', '0'], '--max-body-bytes must be at least 1, got 0'),
     (['--max-body-bytes', '-5'], '--max-body-bytes must be at least 1, got -5'),
+    (['--grpc-port', '-1'], '--grpc-port must be 0 (a free port) or a port other than --port'),
+    (['--port', '8600', '--grpc-port', '8600'], 'other than --port (8600), e.g. 8500, got 8600'),
 ])
 def test_bad_flag_values_are_one_error_line(tmp_path, args, fragment):
     # An existing (empty) serving root: the flag must be refused before the
@@ -50,6 +52,17 @@ def test_bad_flag_values_are_one_error_line(tmp_path, args, fragment):
     code, out, err = _run_serve(tmp_path, '--serving-root', str(tmp_path / 'serving'), *args)
     line = one_error_line(code, out, err)
     assert fragment in line
+
+
+def test_a_grpc_port_in_use_is_one_error_line(tmp_path):
+    (tmp_path / 'serving').mkdir()
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code, out, err = _run_serve(tmp_path, '--serving-root', str(tmp_path / 'serving'),
+                                    '--grpc-port', str(port))
+    assert 'cannot listen on 127.0.0.1:%d (--grpc-port)' % port in one_error_line(code, out, err)
 
 
 def test_a_missing_serving_root_is_one_error_line(tmp_path):
