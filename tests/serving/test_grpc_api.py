@@ -59,9 +59,12 @@ def serving(serving_root, **config):
             clients.close()
 
 
+BODY_LIMIT = 2 ** 16
+
+
 @pytest.fixture(scope='module')
 def clients(serving_root):
-    with serving(serving_root) as c:
+    with serving(serving_root, max_body_bytes=BODY_LIMIT) as c:
         yield c
 
 
@@ -132,6 +135,13 @@ def test_the_response_names_model_version_and_signature_like_tf_serving(clients)
             response.model_spec.signature_name) == (MODEL, 2, SIGNATURE)
     assert list(response.outputs) == ['probabilities']
     assert [d.size for d in response.outputs['probabilities'].tensor_shape.dim] == [4, 1]
+    request = predict_request(ROWS, 2)
+    request.output_filter.append('probabilities')
+    assert list(clients.predictions.Predict(request, timeout=30).outputs) == ['probabilities']
+    request.output_filter[:] = ['logits']
+    code, details = grpc_error(clients.predictions.Predict, request)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert 'output tensor alias not found in signature: logits' in details
 
 
 def test_unversioned_calls_follow_the_split_sticky_by_key_like_rest(clients):
@@ -200,6 +210,9 @@ def test_bad_requests_get_tf_serving_status_codes_and_the_server_keeps_serving(c
     assert code == grpc.StatusCode.INVALID_ARGUMENT and 'label: beta' in details
     code, details = grpc_error(predict, predict_request(ROWS), metadata=[('x-request-id', 'a b')])
     assert code == grpc.StatusCode.INVALID_ARGUMENT and 'x-request-id' in details
+    # The REST body limit (--max-body-bytes) holds for gRPC messages too.
+    code, _ = grpc_error(predict, predict_request(tiny_serving.instances(BODY_LIMIT // 8)))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
 
     code, _ = grpc_error(clients.models.GetModelStatus, _status_request('nope'))
     assert code == grpc.StatusCode.NOT_FOUND
