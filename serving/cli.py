@@ -53,6 +53,14 @@ def _add_serve(subparsers):
     p.add_argument('--grpc-port', type=int, default=None, metavar='N',
                    help="also serve TF Serving's gRPC API on this port (TF Serving's default: "
                         '8500; 0: a free port, printed at start-up; default: off)')
+    p.add_argument('--upstream', default=None, metavar='URL',
+                   help='router mode: load no model, forward each predict to this TF '
+                        'Serving-compatible REST server\'s version label '
+                        '(URL/v1/models/NAME/labels/stable|canary:predict), e.g. '
+                        'http://tf-serving:8501; --serving-root is read for rollout.json only')
+    p.add_argument('--upstream-timeout', type=float, default=10.0, metavar='SECONDS',
+                   help='router mode: seconds to wait for the upstream (connect, answer, a '
+                        'free pooled connection) before answering 503')
     p.add_argument('--mode', choices=('split', 'shadow'), default='split',
                    help='split: the canary answers its traffic percent; shadow: stable '
                         'answers everything and the canary gets a copy of each request')
@@ -228,6 +236,7 @@ def cmd_serve(args):
         raise TfxCanaryError('--predict-threads must be at least 1, got %d'
                              % args.predict_threads)
     _check_grpc_port(args)
+    _check_upstream(args)
     if args.max_body_bytes is not None and args.max_body_bytes < 1:
         raise TfxCanaryError('--max-body-bytes must be at least 1, got %d'
                              % args.max_body_bytes)
@@ -257,7 +266,7 @@ def cmd_serve(args):
     if args.grpc_port is not None:
         config.grpc_host, config.grpc_port = args.host, args.grpc_port
         config.on_grpc_listening = _print_grpc_address
-    server = ModelServer(config)
+    server = _router(args, config) if args.upstream else ModelServer(config)
     if not server.registry.models:
         raise TfxCanaryError('no models under %s: expected <model>/rollout.json (run '
                              '`tfx-canary run` first)' % root)
@@ -302,6 +311,28 @@ def _check_grpc_port(args):
 def _print_grpc_address(host, port):
     print('tfx-canary serve: gRPC (TF Serving PredictionService, ModelService) on %s:%d'
           % (host, port), file=sys.stderr, flush=True)
+
+
+def _check_upstream(args):
+    """--upstream's URL and --upstream-timeout: refused before anything loads."""
+    if args.upstream is None:
+        return
+    from serving.upstream import check_url
+    try:
+        check_url(args.upstream)
+    except ValueError as e:
+        raise TfxCanaryError(str(e)) from None
+    if not 0 < args.upstream_timeout < float('inf'):  # NaN too
+        raise TfxCanaryError('--upstream-timeout must be a positive number of seconds, e.g. '
+                             '10, got %s' % args.upstream_timeout)
+
+
+def _router(args, config):
+    """Router mode's server: rollout.json here, the models at --upstream."""
+    from serving.upstream import RouterServer, Upstream
+    print('tfx-canary serve: routing to upstream %s (timeout %.1f s)'
+          % (args.upstream, args.upstream_timeout), file=sys.stderr)
+    return RouterServer(config, Upstream(args.upstream, timeout=args.upstream_timeout))
 
 
 def _served_columns():

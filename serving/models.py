@@ -344,9 +344,12 @@ class ServedModel:
     def _build_plan(self, state):
         # Check every directory before loading anything, so a missing one
         # does not make us reload the others on every poll.
+        # A loader that does not read the directory (serving/upstream.py's
+        # router: another server loads it) says so with needs_saved_model.
+        needs_files = getattr(self._loader, 'needs_saved_model', True)
         for version in state.versions():
             path = os.path.join(self.model_dir, str(version))
-            if (version not in self._plan.versions
+            if (needs_files and version not in self._plan.versions
                     and not os.path.isfile(os.path.join(path, 'saved_model.pb'))):
                 raise ServingError('NOT_FOUND', 'version %d of %s is listed in %s but %s holds '
                                    'no SavedModel' % (version, self.name, self.state_path, path))
