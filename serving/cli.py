@@ -322,6 +322,10 @@ def _check_upstream(args):
         check_url(args.upstream)
     except ValueError as e:
         raise TfxCanaryError(str(e)) from None
+    if args.grpc_port is not None:
+        # gRPC predicts run the model in this process (ModelServer.predict_call).
+        raise TfxCanaryError('--grpc-port cannot be used with --upstream: router mode '
+                             'forwards REST only; drop --grpc-port')
     if not 0 < args.upstream_timeout < float('inf'):  # NaN too
         raise TfxCanaryError('--upstream-timeout must be a positive number of seconds, e.g. '
                              '10, got %s' % args.upstream_timeout)

@@ -355,6 +355,8 @@ def _serve(*args):
     (['--upstream', 'http://host:99999'], '--upstream has an invalid port'),
     (['--upstream', 'http://h:8501', '--upstream-timeout', '0'],
      '--upstream-timeout must be a positive number of seconds'),
+    (['--upstream', 'http://h:8501', '--grpc-port', '0'],
+     '--grpc-port cannot be used with --upstream'),
 ])
 def test_bad_upstream_flags_are_one_error_line(tmp_path, args, fragment):
     (tmp_path / 'serving').mkdir()
