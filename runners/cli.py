@@ -7,6 +7,7 @@
 import argparse
 import os
 import sys
+import time
 
 # Must be set before anything imports TensorFlow: TFX 1.16 / TFMA 0.47 need
 # tf.keras to be Keras 2 (tf_keras), and TF's C++ INFO logs bury the progress lines.
@@ -91,12 +92,12 @@ def _add_run(subparsers):
     p.set_defaults(func=_cmd_run)
 
 
-def _cmd_run(args):
+def run_configs(args):
+    """The PipelineConfig of each run `tfx-canary run ARGS` asks for, in order."""
     import dataclasses
 
     from common import locations
     from pipeline.configs import PipelineConfig
-    from runners import local_runner
 
     from modules.hparams import parse_assignment
     from pipeline.configs import ConfigError
@@ -121,20 +122,52 @@ def _cmd_run(args):
         kserve_storage_uri_prefix=args.kserve_storage_uri_prefix, tf_serving_root=args.tf_serving_root,
         beam_args=tuple(args.beam_arg) if args.beam_arg else config.beam_args)
     if args.span_range:
-        runs = [dataclasses.replace(config, span_range=tuple(args.span_range))]
+        return [dataclasses.replace(config, span_range=tuple(args.span_range))]
+    return [dataclasses.replace(config, span=span) for span in (args.span or [None])]
+
+
+def _cmd_run(args):
+    from runners import local_runner, run_cache
+
+    started = time.time()
+    runs = run_configs(args)
+    # Every requested span is checked before any trains.
+    preflighted = [local_runner.preflight(run_config) for run_config in runs]
+    cached = run_cache.lookup(preflighted)
+    if cached is not None:
+        summaries = _print_cached(preflighted, cached, started)
     else:
-        runs = [dataclasses.replace(config, span=span) for span in (args.span or [None])]
-    for run_config in runs:  # Every requested span is checked before any trains.
-        local_runner.preflight(run_config)
-    summaries = []
-    for run_config in runs:
-        result = local_runner.run(run_config)
-        print(result.format())
-        summaries.append(result)
+        summaries = _run_all(runs, preflighted)
     if len(summaries) > 1:
         print('\nAll runs: ' + '; '.join(
             'span %s %s' % (s.span_used, _outcome(s)) for s in summaries))
     return _exit_status(summaries)
+
+
+def _run_all(runs, preflighted):
+    """Runs each config in turn; records the invocation for a cached re-run when it may."""
+    from runners import local_runner, run_cache
+    summaries, started_with = [], []
+    for run_config, (checked, _) in zip(runs, preflighted):
+        started_with.append(run_cache.stable_identity(checked))
+        result = local_runner.run(run_config)
+        print(result.format())
+        summaries.append(result)
+    run_cache.record(preflighted, summaries, started_with)
+    return summaries
+
+
+def _print_cached(preflighted, cached, started):
+    """The recorded summaries of an unchanged invocation, without importing TFX."""
+    import dataclasses
+
+    from runners import local_runner
+    for (config, files), summary in zip(preflighted, cached.summaries):
+        print(local_runner.running_line(config, files))
+        print('nothing changed (cached): same data, schema, code, flags, serving state and '
+              'ML Metadata as the run recorded %s (--no-cache re-executes)' % cached.recorded_at)
+        print(dataclasses.replace(summary, seconds=time.time() - started).format())
+    return cached.summaries
 
 
 def _outcome(summary):

@@ -80,6 +80,15 @@ def preflight(config: PipelineConfig):
     return config, files
 
 
+def running_line(config: PipelineConfig, files):
+    """'Running <pipeline> on span N (span-N/data.csv) -> workspace W' for a preflighted config."""
+    which = ('spans %d-%d' % tuple(config.span_range) if config.span_range is not None
+             else 'span %d' % config.span)
+    return 'Running %s on %s (%s) -> workspace %s' % (
+        config.pipeline_name, which,
+        ', '.join(os.path.relpath(f, config.data_root) for f in files), config.workspace)
+
+
 def run(config: PipelineConfig, out=print):
     """Runs one pipeline run on config.span (None = latest) or config.span_range;
     returns a RunSummary."""
@@ -99,11 +108,7 @@ def run(config: PipelineConfig, out=print):
     connection = metadata_connection_config(config)
     pipeline = create_pipeline(config, connection)
     run_id, ir = compile_with_run_id(pipeline)
-    which = ('spans %d-%d' % tuple(config.span_range) if config.span_range is not None
-             else 'span %d' % config.span)
-    out('Running %s on %s (%s) -> workspace %s'
-        % (config.pipeline_name, which,
-           ', '.join(os.path.relpath(f, config.data_root) for f in files), config.workspace))
+    out(running_line(config, files))
     out('Beam: %s (%.1f MB of input)' % (' '.join(config.beam_args), input_bytes / 2 ** 20))
     started = time.time()
     with progress_lines(len(pipeline.components), out):

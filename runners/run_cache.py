@@ -1,0 +1,179 @@
+"""`tfx-canary run` with nothing changed: the last run's summaries, without importing TFX.
+
+A re-run whose every input is unchanged is a full TFX cache hit, and its ~8 s
+are almost all TensorFlow/TFX imports. So after an invocation that ended in a
+*fixed point* (each of its runs started with the stable version it leaves
+serving, so repeating it would hit the cache again) the runner records a key
+of everything that decides the result, and the run summaries, in the workspace
+(RECORD_FILE). An invocation whose key is the same prints those summaries and
+says "nothing changed (cached)"; any difference takes the normal path.
+
+The key covers: every field of each run's PipelineConfig (flags, resolved
+span, paths), the span files' and the schema's contents, the model code's
+fingerprint (what the Trainer's custom_config records), our own packages'
+sources and the TFX stack's versions, each serving root's rollout.json bytes
+and the stable version's SavedModel identity file (what BaselineModel
+resolves), and the ML Metadata store's newest execution id (a deleted store,
+another run, a promote audited into the store all move it).
+"""
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+from typing import List, Optional, Sequence, Tuple
+
+from common import locations, mlmd, storage
+from pipeline.configs import PROJECT_ROOT, PipelineConfig
+from rollout import staging
+from rollout import state as rollout_state
+from runners.summary import RunSummary
+
+RECORD_FILE = 'run-cache.json'
+_FORMAT = 1
+# Our code that decides what a run does (its pipeline, components, model code).
+_CODE_PACKAGES = ('common', 'components', 'modules', 'pipeline', 'rollout', 'runners')
+_STACK = ('tfx', 'tensorflow', 'tensorflow-transform', 'tensorflow-model-analysis',
+          'tensorflow-data-validation', 'apache-beam', 'ml-metadata')
+
+Preflighted = Tuple[PipelineConfig, Sequence[str]]   # local_runner.preflight's (config, files).
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedRuns:
+    """What a cache hit answers with: the recorded invocation's summaries."""
+    summaries: List[RunSummary]
+    recorded_at: str
+
+
+def _sha256_file(path, digest=None):
+    digest = digest or hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest
+
+
+def _code_hash():
+    digest = hashlib.sha256()
+    for package in _CODE_PACKAGES:
+        for folder, dirs, files in os.walk(os.path.join(PROJECT_ROOT, package)):
+            dirs.sort()
+            for name in sorted(files):
+                if name.endswith(('.py', '.yaml')):
+                    path = os.path.join(folder, name)
+                    digest.update(os.path.relpath(path, PROJECT_ROOT).encode() + b'\0')
+                    _sha256_file(path, digest)
+    return digest.hexdigest()
+
+
+def _stack_versions():
+    from importlib import metadata
+    versions = {}
+    for name in _STACK:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def stable_identity(config: PipelineConfig):
+    """[stable version, sha256 of its SavedModel identity file] as BaselineModel
+    would resolve it now ([0, None] when nothing is stable)."""
+    path = locations.rollout_json_path(config.serving_root, config.model_name)
+    version = rollout_state.load_state(path, config.model_name).stable_version or 0
+    if not version:
+        return [0, None]
+    model_dir = staging.version_dir(config.serving_root, config.model_name, version)
+    for name in staging.IDENTITY_FILES:
+        if os.path.isfile(os.path.join(model_dir, name)):
+            return [version, '%s:%s' % (name, _sha256_file(os.path.join(model_dir, name)).hexdigest())]
+    return [version, None]
+
+
+def _serving_state(config):
+    path = locations.rollout_json_path(config.serving_root, config.model_name)
+    rollout_json = _sha256_file(path).hexdigest() if os.path.isfile(path) else None
+    return {'rollout_json': rollout_json, 'stable': stable_identity(config)}
+
+
+def _newest_execution_id(metadata_path):
+    """The store's newest execution id; None without a store."""
+    if not os.path.isfile(metadata_path):
+        return None
+    from ml_metadata.metadata_store import metadata_store
+    store = metadata_store.MetadataStore(mlmd.sqlite_config(metadata_path, mlmd.READ_ONLY))
+    newest = store.get_executions(list_options=metadata_store.ListOptions(
+        limit=1, order_by=metadata_store.OrderByField.ID, is_asc=False))
+    return newest[0].id if newest else 0
+
+
+def _run_key(config, files):
+    return {
+        'config': json.loads(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)),
+        'files': [[f, _sha256_file(f).hexdigest()] for f in files],
+        'schema': _sha256_file(config.schema_path).hexdigest(),
+        'module_fingerprint': config.module_fingerprint(),
+        'serving': _serving_state(config),
+        'store': [config.metadata_path, _newest_execution_id(config.metadata_path)],
+    }
+
+
+def invocation_key(runs: Sequence[Preflighted]) -> str:
+    """sha256 of everything that decides what re-running `runs` would print."""
+    key = {'format': _FORMAT, 'code': _code_hash(), 'stack': _stack_versions(),
+           'runs': [_run_key(config, files) for config, files in runs]}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _record_path(runs):
+    return os.path.join(runs[-1][0].workspace, RECORD_FILE)
+
+
+def _cacheable(runs):
+    # --no-cache asks for execution; an object-store serving root is not read here.
+    return bool(runs) and all(config.enable_cache and not storage.is_remote(config.serving_root)
+                              for config, _ in runs)
+
+
+def lookup(runs: Sequence[Preflighted]) -> Optional[CachedRuns]:
+    """The recorded summaries when nothing changed since the recorded invocation, else None."""
+    if not _cacheable(runs):
+        return None
+    try:
+        with open(_record_path(runs), encoding='utf-8') as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if record.get('format') != _FORMAT or record.get('key') != invocation_key(runs):
+        return None
+    return CachedRuns(summaries=[RunSummary(**s) for s in record['summaries']],
+                      recorded_at=record['recorded_at'])
+
+
+def record(runs: Sequence[Preflighted], summaries: Sequence[RunSummary], started_with):
+    """Records the invocation if repeating it would be a full cache hit, else forgets any record.
+
+    started_with: stable_identity() read before each run. A run that started
+    with another stable version than the one now serving (a first model that
+    became stable, a promote during the run) would be judged against the new
+    one on a re-run: no fixed point, nothing recorded.
+    """
+    path = _record_path(runs)
+    fixed_point = (_cacheable(runs)
+                   and not any(s.stale_baseline for s in summaries)
+                   and all(start == stable_identity(config)
+                           for (config, _), start in zip(runs, started_with)))
+    if not fixed_point:
+        if os.path.exists(path):
+            os.remove(path)
+        return False
+    content = {'format': _FORMAT, 'key': invocation_key(runs),
+               'recorded_at': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
+               'summaries': [dataclasses.asdict(s) for s in summaries]}
+    tmp = path + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(content, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)   # Never a half-written record.
+    return True
