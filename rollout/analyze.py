@@ -548,15 +548,20 @@ def reason_text(decision, reason=''):
     return '%s (%s)' % (reason, text) if reason else text
 
 
-def apply(controller, decision, reason=''):
-    """Carries out the decision through RolloutController; None for hold."""
+def apply(controller, decision, reason='', actor=None):
+    """Carries out the decision through RolloutController; None for hold.
+
+    Only if rollout.json still serves what was analyzed (compare-and-set under
+    the rollout lock): else RolloutChangedError and nothing changes.
+    """
     why = reason_text(decision, reason)
+    expect = (decision.stable_version, decision.canary_version, decision.traffic)
     if decision.decision == PROMOTE:
-        return controller.promote(reason=why)
+        return controller.promote(reason=why, actor=actor, expect=expect)
     if decision.decision == SET_TRAFFIC:
-        return controller.set_traffic(decision.target, reason=why)
+        return controller.set_traffic(decision.target, reason=why, actor=actor, expect=expect)
     if decision.decision == ROLLBACK:
-        return controller.rollback(reason=why)
+        return controller.rollback(reason=why, actor=actor, expect=expect)
     return None
 
 

@@ -19,7 +19,7 @@ from rollout import kserve
 from rollout import staging
 from rollout import state as state_mod
 from rollout import tfserving
-from rollout.errors import RolloutError, StaleBaselineError
+from rollout.errors import RolloutChangedError, RolloutError, StaleBaselineError
 from rollout.results import (AuditResult, FilesWritten, RepairResult, RolloutPaths,
                              RolloutStatus, Snapshot, TransitionResult)
 
@@ -230,21 +230,25 @@ class RolloutController:
             audit = self._audit(new)
         return self._result(old, new, files, audit, pruned=pruned)
 
-    def set_traffic(self, percent, reason="", actor=None):
+    # `expect`: (stable, canary, traffic) the caller decided on; if
+    # rollout.json says otherwise under the lock, RolloutChangedError and no
+    # change (compare-and-set for analyze --apply and rollout watch).
+
+    def set_traffic(self, percent, reason="", actor=None, expect=None):
         """Send `percent` (0-100) of traffic to the live canary."""
         return self._mutate(lambda s: state_mod.set_traffic(
-            s, percent, actor=actor, reason=reason))
+            s, percent, actor=actor, reason=reason), expect=expect)
 
-    def promote(self, reason="", actor=None):
+    def promote(self, reason="", actor=None, expect=None):
         """Make the canary the stable version with 100% of traffic."""
         return self._mutate(lambda s: state_mod.promote(
-            s, actor=actor, reason=reason))
+            s, actor=actor, reason=reason), expect=expect)
 
-    def rollback(self, to_version=None, reason="", actor=None):
+    def rollback(self, to_version=None, reason="", actor=None, expect=None):
         """Withdraw the canary, or serve staged `to_version` as stable."""
         return self._mutate(lambda s: state_mod.rollback(
             s, to_version, self.staged_versions(), actor=actor,
-            reason=reason))
+            reason=reason), expect=expect)
 
     def record_not_pushed(self, reason, metrics=None, actor=None):
         """Record that a model was not blessed; serving is unchanged."""
@@ -321,8 +325,8 @@ class RolloutController:
         if problems:
             raise RolloutError(problems[0])
 
-    def _mutate(self, transition, may_create=False):
-        """Apply a non-staging transition under the lock."""
+    def _mutate(self, transition, may_create=False, expect=None):
+        """Apply a non-staging transition under the lock (if still `expect`)."""
         if not os.path.isdir(self.model_dir):
             # Fail on a never-staged model without creating its directory.
             transition(state_mod.RolloutState.empty(self.model_name))
@@ -333,6 +337,10 @@ class RolloutController:
             fsutil.makedirs_durable(self.model_dir)
         with self._lock():
             old = self.load()
+            served = (old.stable_version, old.canary_version,
+                      old.canary_traffic_percent)
+            if expect is not None and tuple(expect) != served:
+                raise RolloutChangedError(self.model_name, tuple(expect), served)
             targets = self._resolve_targets()
             new = transition(old)
             self._check_on_disk(new)

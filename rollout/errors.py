@@ -30,3 +30,29 @@ class StaleBaselineError(RolloutError):
             f"but {model_name} now serves {name(stable_now)} (another run or a "
             f"rollout command changed it meanwhile): re-run the pipeline to "
             f"evaluate against {name(stable_now)}")
+
+
+class RolloutChangedError(RolloutError):
+    """A decided change whose rollout moved before it was applied.
+
+    `rollout analyze --apply` and `rollout watch` decide on the state they
+    read; another command (a person's promote, a pipeline staging a new
+    canary) may change rollout.json before the decision is applied. Applying
+    it anyway would, e.g., step up a canary nobody analyzed, so the
+    transition compares under the lock and changes nothing instead.
+    """
+
+    def __init__(self, model_name, expected, found):
+        self.expected = expected
+        self.found = found
+        super().__init__(
+            f"{model_name}: not applied: the decision was made for "
+            f"{_describe(expected)}, but rollout.json now says {_describe(found)} "
+            f"(another command changed it meanwhile); analyze again")
+
+
+def _describe(served):
+    stable, canary, traffic = served
+    if canary is None:
+        return f"stable v{stable} with no canary"
+    return f"stable v{stable} / canary v{canary} at {traffic}%"

@@ -12,7 +12,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from rollout import audit
 from rollout import control
 from rollout import staging
-from rollout.errors import RolloutError
+from rollout.errors import RolloutChangedError, RolloutError
 
 from tests.rollout.conftest import snapshot_tree
 
@@ -111,6 +111,24 @@ def test_invalid_commands_change_no_file(canary_live, serving_root, action):
     with pytest.raises(RolloutError):
         action(canary_live)
     assert snapshot_tree(serving_root) == before
+
+
+@pytest.mark.parametrize("action", [
+    lambda c, expect: c.set_traffic(50, expect=expect),
+    lambda c, expect: c.promote(expect=expect),
+    lambda c, expect: c.rollback(expect=expect),
+])
+def test_a_decision_for_another_rollout_is_not_applied(canary_live, serving_root, action):
+    """Compare-and-set: analyze/watch decided on stable v1 / canary v2 at 10%;
+    a person moved it to 25% meanwhile, so the decision changes nothing."""
+    canary_live.set_traffic(25)
+    before = snapshot_tree(serving_root)
+    with pytest.raises(RolloutChangedError, match=(
+            r"decision was made for stable v1 / canary v2 at 10%, but rollout.json now "
+            r"says stable v1 / canary v2 at 25%")):
+        action(canary_live, (1, 2, 10))
+    assert snapshot_tree(serving_root) == before
+    assert action(canary_live, (1, 2, 25)).before.traffic == 25   # still current: applied
 
 
 def test_promote_without_canary_changes_no_file(
