@@ -29,6 +29,7 @@ pool and a hop back to the loop for every call.
 import functools
 
 import grpc
+import numpy as np
 import tensorflow as tf
 from grpc import aio
 from tensorflow.core.framework import types_pb2
@@ -43,6 +44,12 @@ from serving.server import PredictCall
 REQUEST_ID_KEY = 'x-request-id'
 SIGNATURE_DEF = 'signature_def'
 GRACE_SECONDS = 30
+# DataType -> (repeated field of TensorProto, NumPy dtype) read by _ndarray's fast path.
+_VALUES = {types_pb2.DT_FLOAT: ('float_val', np.float32),
+           types_pb2.DT_DOUBLE: ('double_val', np.float64),
+           types_pb2.DT_INT32: ('int_val', np.int32),
+           types_pb2.DT_INT64: ('int64_val', np.int64),
+           types_pb2.DT_BOOL: ('bool_val', np.bool_)}
 
 
 def _error_code(error):
@@ -75,13 +82,40 @@ def _request_id(value):
         raise invalid_argument(str(e)) from None
 
 
+def _ndarray(proto):
+    """tf.make_ndarray(proto), read directly for the usual dtypes and encodings.
+
+    tf.make_ndarray costs ~16 us a tensor: half a millisecond for the taxi
+    model's 14 inputs, more than the model itself. Anything else (other
+    dtypes, fewer values than the shape, which TF fills with the last one)
+    is left to it.
+    """
+    shape = tuple(d.size for d in proto.tensor_shape.dim)
+    count = 1
+    for size in shape:
+        count *= size
+    if proto.dtype == types_pb2.DT_STRING and len(proto.string_val) == count:
+        array = np.empty(count, dtype=object)
+        array[:] = list(proto.string_val)
+        return array.reshape(shape)
+    field, dtype = _VALUES.get(proto.dtype, (None, None))
+    if field is not None:
+        if proto.tensor_content:
+            array = np.frombuffer(proto.tensor_content, dtype=dtype)
+        else:
+            array = np.array(getattr(proto, field), dtype=dtype)
+        if array.size == count:
+            return array.reshape(shape)
+    return tf.make_ndarray(proto)
+
+
 def _arrays(inputs):
     """{alias: ndarray} and {alias: DataType name} of a PredictRequest's TensorProtos."""
     arrays, dtypes = {}, {}
     for alias, proto in inputs.items():
         dtypes[alias] = types_pb2.DataType.Name(proto.dtype)
         try:
-            arrays[alias] = tf.make_ndarray(proto)
+            arrays[alias] = _ndarray(proto)
         except (TypeError, ValueError) as e:
             raise invalid_argument('input %s: not a valid TensorProto: %s' % (alias, e)) from None
     return arrays, dtypes

@@ -144,6 +144,27 @@ def test_the_response_names_model_version_and_signature_like_tf_serving(clients)
     assert 'output tensor alias not found in signature: logits' in details
 
 
+def _fares(values, rows):
+    """A DT_FLOAT TensorProto of shape [rows] with `values` in float_val (not tensor_content)."""
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+    return tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_FLOAT, float_val=values,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=rows)]))
+
+
+def test_every_tensor_encoding_tf_reads_is_read_alike(clients):
+    packed = grpc_predict(clients, predict_request(ROWS, 1))[0]
+    repeated = grpc_predict(clients, predict_request(
+        ROWS, 1, fare=_fares([r['fare'] for r in ROWS], len(ROWS))))[0]
+    np.testing.assert_array_equal(repeated, packed)
+    # Fewer values than the shape: TensorFlow repeats the last one.
+    same = [ROWS[0]] * len(ROWS)
+    filled = grpc_predict(clients, predict_request(same, 1, fare=_fares([ROWS[0]['fare']],
+                                                                         len(ROWS))))[0]
+    np.testing.assert_array_equal(filled, grpc_predict(clients, predict_request(same, 1))[0])
+
+
 def test_unversioned_calls_follow_the_split_sticky_by_key_like_rest(clients):
     path = '/v1/models/%s:predict' % MODEL
     served = {}
