@@ -16,6 +16,7 @@ from rollout import analyze as analyze_mod
 from rollout import control
 from rollout import kserve
 from rollout import tfserving
+from rollout import watch as watch_mod
 from rollout.errors import RolloutError
 
 _EPILOG = """\
@@ -73,6 +74,19 @@ def add_subcommands(subparsers):
     _add_change_commands(commands, common)
     _add_repair_and_analyze(commands, common)
     return rollout
+
+
+_WATCH_EPILOG = """\
+Examples:
+  tfx-canary rollout watch --metrics http://127.0.0.1:8501 --interval 60
+  tfx-canary rollout watch --notify https://hooks.example/rollouts --json
+
+Exit status: 0 promoted; 1 rolled back; 2 bad input; 3 paused at the
+inconclusive limit (the rollout is left as it is); 4 the rollout changed
+under the watch (someone promoted, rolled back or staged a new canary);
+130 stopped by Ctrl-C or SIGTERM (between changes: the rollout is left
+consistent).
+"""
 
 
 def _add_status_command(commands, common):
@@ -138,6 +152,16 @@ def _add_repair_and_analyze(commands, common):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     analyze_mod.add_arguments(analyze)
     analyze.set_defaults(func=cmd_analyze)
+
+    watch = commands.add_parser(
+        "watch", parents=[common],
+        help="analyze and apply every interval until the canary is promoted "
+             "or rolled back",
+        description=watch_mod.__doc__.split("\n\n", 1)[1],
+        epilog=_WATCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    watch_mod.add_arguments(watch)
+    watch.set_defaults(func=cmd_watch)
 
 
 # ---------------------------------------------------------------- parsing
@@ -340,3 +364,27 @@ def cmd_analyze(args):
                            lambda result: _print_result(
                                controller.model_name, result,
                                audit_note=getattr(args, "audit_note", None)))
+
+
+def cmd_watch(args):
+    """`rollout watch`: analyze + apply every interval (see rollout/watch.py).
+
+    SIGINT and SIGTERM only set a flag the loop reads between looks, so a
+    change being written is finished first; the handlers are put back after.
+    """
+    import signal  # pylint: disable=import-outside-toplevel
+    import threading  # pylint: disable=import-outside-toplevel
+
+    controller = _controller(args)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return watch_mod.run(args, controller,
+                             lambda result: _print_result(
+                                 controller.model_name, result,
+                                 audit_note=getattr(args, "audit_note", None)),
+                             stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

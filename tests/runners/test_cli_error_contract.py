@@ -39,6 +39,8 @@ CASES = {
                                       'does not exist'),
     'rollout analyze: no metrics': (['rollout', 'analyze', '--metrics', '{ws}/none.json'], None,
                                     'no metrics snapshot'),
+    'rollout watch: no canary': (['rollout', 'watch', '--interval', '1'], None,
+                                 'no live canary'),
     'lineage runs: no store': (['lineage', 'runs', '--metadata-path', '{ws}/none.sqlite'], None,
                                'none.sqlite'),
     'lineage diff: bad version': (['lineage', 'diff', 'x', 'stable'], None, "'x'"),
