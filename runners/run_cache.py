@@ -24,6 +24,7 @@ import os
 from typing import List, Optional, Sequence, Tuple
 
 from common import locations, mlmd, storage
+from common.errors import TfxCanaryError
 from pipeline.configs import PROJECT_ROOT, PipelineConfig
 from rollout import staging
 from rollout import state as rollout_state
@@ -80,9 +81,13 @@ def _stack_versions():
 
 def stable_identity(config: PipelineConfig):
     """[stable version, sha256 of its SavedModel identity file] as BaselineModel
-    would resolve it now ([0, None] when nothing is stable)."""
+    would resolve it now ([0, None] when nothing is stable; None when
+    rollout.json cannot be read: the run itself will say why)."""
     path = locations.rollout_json_path(config.serving_root, config.model_name)
-    version = rollout_state.load_state(path, config.model_name).stable_version or 0
+    try:
+        version = rollout_state.load_state(path, config.model_name).stable_version or 0
+    except (OSError, TfxCanaryError):
+        return None
     if not version:
         return [0, None]
     model_dir = staging.version_dir(config.serving_root, config.model_name, version)
@@ -144,9 +149,11 @@ def lookup(runs: Sequence[Preflighted]) -> Optional[CachedRuns]:
     try:
         with open(_record_path(runs), encoding='utf-8') as f:
             record = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if record.get('format') != _FORMAT or record.get('key') != invocation_key(runs):
+        if record.get('format') != _FORMAT or record.get('key') != invocation_key(runs):
+            return None
+    except Exception:  # pylint: disable=broad-except
+        # Whatever cannot be read (a locked or damaged store, a broken
+        # rollout.json) is for the normal path to report, not the cache.
         return None
     return CachedRuns(summaries=[RunSummary(**s) for s in record['summaries']],
                       recorded_at=record['recorded_at'])
@@ -163,7 +170,7 @@ def record(runs: Sequence[Preflighted], summaries: Sequence[RunSummary], started
     path = _record_path(runs)
     fixed_point = (_cacheable(runs)
                    and not any(s.stale_baseline for s in summaries)
-                   and all(start == stable_identity(config)
+                   and all(start is not None and start == stable_identity(config)
                            for (config, _), start in zip(runs, started_with)))
     if not fixed_point:
         if os.path.exists(path):

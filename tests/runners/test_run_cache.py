@@ -95,6 +95,7 @@ CHANGES = {
     'the canary was promoted': lambda p: p['controller'].promote(reason='test'),
     'the canary was rolled back': lambda p: p['controller'].rollback(reason='test'),
     'the traffic split changed': lambda p: p['controller'].set_traffic(50, reason='test'),
+    'rollout.json was damaged': lambda p: (p['ws'] / 'serving' / MODEL / 'rollout.json').write_text('{'),
     'the store was deleted': lambda p: os.remove(p['ws'] / 'metadata.sqlite'),
     'another run was recorded': lambda p: p['runs'].add(SECOND, FIRST, blessed=False),
 }
