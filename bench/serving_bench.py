@@ -20,6 +20,11 @@ signature `predict_raw`, one row per request unless stated):
   latencies are the server's). Unversioned `POST /v1/models/NAME:predict`,
   i.e. routed by the rollout. The server's CPU time per request is read from
   /proc.
+* **gRPC** (`serve --grpc-port`, the same server process): TF Serving's
+  `PredictionService/Predict` with the same rows as pre-serialized
+  `PredictRequest`s, one channel (its own HTTP/2 connection) per client
+  thread, unversioned (routed by the rollout), at the same concurrency
+  levels, each level right after REST's so machine noise hits both alike.
 
 The in-process calls and the 1-client server requests are measured in
 alternating rounds, so machine noise (other jobs) hits both alike; the
@@ -44,10 +49,11 @@ TARGET_OVERHEAD_P50_MS = 1.0
 
 # (rounds, calls per round and path) of the alternating in-process vs. 1-client
 # comparison; seconds (and a request cap) per concurrency level.
+# grpc_seconds: per gRPC level (quick: shorter, a smoke test of the gRPC path).
 QUICK = {'rounds': 3, 'calls': 300, 'seconds': 2.0, 'max_requests': 20000,
-         'concurrency': (1, 4, 16), 'batch': None, 'shadow': False}
+         'concurrency': (1, 4, 16), 'batch': None, 'shadow': False, 'grpc_seconds': 1.0}
 FULL = {'rounds': 5, 'calls': 1000, 'seconds': 6.0, 'max_requests': 100000,
-        'concurrency': (1, 4, 16), 'batch': (50, 4), 'shadow': True}
+        'concurrency': (1, 4, 16), 'batch': (50, 4), 'shadow': True, 'grpc_seconds': 6.0}
 
 
 def _env():
@@ -111,6 +117,59 @@ def _free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+class GrpcConnection:
+    """Connection's contract over gRPC: one channel calling Predict with pre-serialized requests.
+
+    No (de)serializers on the client (bytes in, bytes out), as Connection sends
+    pre-encoded HTTP, so the latencies are the server's.
+    """
+
+    METHOD = '/tensorflow.serving.PredictionService/Predict'
+
+    def __init__(self, host, port, timeout=30):
+        import grpc
+        self._grpc = grpc
+        # Its own subchannel: one TCP connection per client, as for REST.
+        self.channel = grpc.insecure_channel('%s:%d' % (host, port),
+                                             options=[('grpc.use_local_subchannel_pool', 1)])
+        self._predict = self.channel.unary_unary(self.METHOD)
+        self.timeout = timeout
+
+    def send(self, data):
+        """One Predict; returns (200 or the gRPC code number, trailing metadata, body bytes)."""
+        try:
+            body, call = self._predict.with_call(data, timeout=self.timeout)
+        except self._grpc.RpcError as e:
+            return e.code().value[0], {}, b''
+        return 200, dict(call.trailing_metadata()), body
+
+    def close(self):
+        self.channel.close()
+
+
+def _grpc_requests(model, instances, dtypes):
+    """Serialized PredictRequests (unversioned, SIGNATURE), one row each."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+    requests = []
+    for row in instances:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model
+        request.model_spec.signature_name = SIGNATURE
+        for name, dtype in dtypes.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto([row[name]], dtype))
+        requests.append(request.SerializeToString())
+    return requests
+
+
+def _grpc_versioned(model, request_bytes, version):
+    """`request_bytes` (a serialized PredictRequest) pinned to `version`."""
+    from tensorflow_serving.apis import predict_pb2
+    request = predict_pb2.PredictRequest.FromString(request_bytes)
+    request.model_spec.version.value = version
+    return request.SerializeToString()
 
 
 class ServerProcess:
@@ -241,8 +300,11 @@ class Connection:
 
 
 def _load(port, requests, concurrency, seconds=None, count=None, warmup_seconds=0.3,
-          max_requests=None, cpu=None):
+          max_requests=None, cpu=None, connect=Connection):
     """Sends `requests` (pre-encoded bytes, cycled) from `concurrency` threads.
+
+    connect('127.0.0.1', port): one client's connection (Connection: HTTP;
+    GrpcConnection: gRPC).
 
     Measures for `seconds` (after `warmup_seconds` whose requests are not
     counted), or exactly `count` requests. Returns latencies, statuses, the
@@ -256,7 +318,7 @@ def _load(port, requests, concurrency, seconds=None, count=None, warmup_seconds=
 
     def worker():
         try:
-            conn = Connection('127.0.0.1', port)
+            conn = connect('127.0.0.1', port)
         except OSError as e:
             errors.append(repr(e))
             ready.wait()
@@ -278,7 +340,7 @@ def _load(port, requests, concurrency, seconds=None, count=None, warmup_seconds=
                     with lock:
                         failures.append(repr(e))
                     conn.close()
-                    conn = Connection('127.0.0.1', port)
+                    conn = connect('127.0.0.1', port)
                     continue
                 elapsed = time.perf_counter() - started
                 if measuring:
@@ -382,6 +444,60 @@ class InProcess:
 
 # ---------------------------------------------------------------- the run
 
+def _grpc_diffs(model, port, rows, requests, version, in_process):
+    """|gRPC answer - SavedModel in process| for `rows` (Predict pinned to `version`)."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+    conn = GrpcConnection('127.0.0.1', port)
+    try:
+        diffs = []
+        for row, request in zip(rows, requests):
+            status, _, answer = conn.send(_grpc_versioned(model, request, version))
+            if status != 200:
+                raise RuntimeError('gRPC Predict failed with status %s' % status)
+            outputs = predict_pb2.PredictResponse.FromString(answer).outputs
+            diffs.append(abs(float(tf.make_ndarray(outputs['probabilities'])[0][0])
+                             - float(in_process.savedmodel(row)[0][0])))
+        return diffs
+    finally:
+        conn.close()
+
+
+def _grpc_level(port, requests, n, plan, server):
+    """gRPC Predict latency and throughput at `n` clients (a concurrency level's dict)."""
+    res = _load(port, requests, n, seconds=plan['grpc_seconds'],
+                max_requests=plan['max_requests'], cpu=server.cpu_seconds, connect=GrpcConnection)
+    if not res['latencies']:
+        raise RuntimeError('no gRPC call succeeded at concurrency %d: %s'
+                           % (n, res['failures'][:3]))
+    return dict(_stats_ms(res['latencies']), concurrency=n, rows_per_request=1,
+                requests=res['requests'], errors=len(res['failures']),
+                seconds=round(res['wall_s'], 2),
+                throughput_rps=round(res['requests'] / res['wall_s'], 1),
+                server_cpu_ms_per_request=res['server_cpu_ms_per_request'],
+                versions=res['versions'])
+
+
+def _grpc_markdown(r):
+    """gRPC vs. REST at each concurrency level of this run (ratios: gRPC / REST)."""
+    lines = [
+        '',
+        'gRPC (`serve --grpc-port`, `PredictionService/Predict`, the same rows as serialized '
+        '`PredictRequest`s, unversioned; one channel per client thread) vs. REST, each level '
+        'measured right after REST\'s on the same server process:',
+        '',
+        '| clients | REST p50 ms | gRPC p50 ms | REST p99 ms | gRPC p99 ms | REST req/s '
+        '| gRPC req/s | gRPC/REST p50 | gRPC/REST req/s |',
+        '|---|---|---|---|---|---|---|---|---|',
+    ]
+    for rest, grpc_ in zip(r['concurrency'], r['grpc']):
+        lines.append('| %d | %.2f | %.2f | %.2f | %.2f | %.0f | %.0f | %.2f | %.2f |' % (
+            rest['concurrency'], rest['p50_ms'], grpc_['p50_ms'], rest['p99_ms'],
+            grpc_['p99_ms'], rest['throughput_rps'], grpc_['throughput_rps'],
+            grpc_['p50_ms'] / rest['p50_ms'], grpc_['throughput_rps'] / rest['throughput_rps']))
+    return lines
+
+
 def _row_ms(name, st, throughput=None, cpu_ms=None):
     return '| %s | %.2f | %.2f | %s | %s |' % (
         name, st['p50_ms'], st['p99_ms'],
@@ -413,7 +529,9 @@ def run(work, quick=False, serving_root=None, out=print):
 
     started = time.perf_counter()
     load_before = os.getloadavg()
-    server = ServerProcess(root, os.path.join(work, 'serving-bench-server.log')).start()
+    grpc_port = _free_port()
+    server = ServerProcess(root, os.path.join(work, 'serving-bench-server.log'),
+                           '--grpc-port', str(grpc_port)).start()
     try:
         # Load the in-process baseline while the server loads its versions.
         instances = _instances()
@@ -440,6 +558,9 @@ def run(work, quick=False, serving_root=None, out=print):
                                  - float(in_process.savedmodel(row)[0][0])))
         finally:
             conn.close()
+        grpc_requests = _grpc_requests(model, instances, in_process.dtypes)
+        grpc_diffs = _grpc_diffs(model, grpc_port, instances[:5], grpc_requests[:5], stable,
+                                 in_process)
 
         # Warm-up of both paths, then alternating rounds: in process vs. 1 client.
         InProcess.time_calls(in_process.savedmodel, instances, 100)
@@ -469,8 +590,8 @@ def run(work, quick=False, serving_root=None, out=print):
         http_p50 = server_c1['p50_ms'] - inproc['savedmodel_json']['p50_ms']
         overhead_rounds = [r['server_p50_ms'] - r['savedmodel_p50_ms'] for r in per_round]
 
-        # Throughput and latency by concurrency.
-        levels = []
+        # Throughput and latency by concurrency: REST, then gRPC at the same level.
+        levels, grpc_levels = [], []
         for n in plan['concurrency']:
             res = _load(port, requests, n, seconds=plan['seconds'],
                         max_requests=plan['max_requests'], cpu=server.cpu_seconds)
@@ -483,6 +604,7 @@ def run(work, quick=False, serving_root=None, out=print):
                                throughput_rps=round(res['requests'] / res['wall_s'], 1),
                                server_cpu_ms_per_request=res['server_cpu_ms_per_request'],
                                versions=res['versions']))
+            grpc_levels.append(_grpc_level(grpc_port, grpc_requests, n, plan, server))
         extra = []
         if plan['batch']:
             rows, n = plan['batch']
@@ -537,6 +659,7 @@ def run(work, quick=False, serving_root=None, out=print):
         'measure_s': round(time.perf_counter() - started - setup_s, 1),
         'loadavg_1m': [round(load_before[0], 2), round(load_after[0], 2)],
         'answers_max_abs_diff': max(diffs),
+        'grpc_answers_max_abs_diff': max(grpc_diffs), 'grpc': grpc_levels,
         'in_process': inproc, 'server_1_client': server_c1,
         'concurrency': levels, 'extra': extra,
         'overhead_p50_ms': round(overhead_p50, 3),
@@ -603,7 +726,7 @@ def _markdown(r):
         'argument binding (~0.2 ms), so the second row can be faster than the first: the '
         'HTTP + routing figure is the server against its own in-process path.',
     ]
-    return lines
+    return lines + _grpc_markdown(r)
 
 
 def main(argv=None):

@@ -47,6 +47,20 @@ def test_quick_serving_bench_measures_server_and_in_process_in_one_run(pipeline_
         assert sum(level['versions'].values()) == level['n']
         assert set(level['versions']) <= {str(v) for v in result['served_versions']}
 
+    # gRPC on the same server process, at the same levels, answering what the SavedModel does.
+    assert result['grpc_answers_max_abs_diff'] < 1e-5
+    assert [level['concurrency'] for level in result['grpc']] == [1, 4, 16]
+    for level in result['grpc']:
+        _sane(level)
+        assert level['errors'] == 0 and level['throughput_rps'] > 0
+        assert sum(level['versions'].values()) == level['n']
+        assert set(level['versions']) <= {str(v) for v in result['served_versions']}
+    rest_1, grpc_1 = result['concurrency'][0], result['grpc'][0]
+    assert '| 1 | %.2f | %.2f | %.2f | %.2f | %.0f | %.0f | %.2f |' % (
+        rest_1['p50_ms'], grpc_1['p50_ms'], rest_1['p99_ms'], grpc_1['p99_ms'],
+        rest_1['throughput_rps'], grpc_1['throughput_rps'],
+        grpc_1['p50_ms'] / rest_1['p50_ms']) in md
+
     # The overhead comes from this run's numbers, and the verdict from the overhead.
     in_process_p50 = result['in_process']['savedmodel']['p50_ms']
     server_p50 = result['server_1_client']['p50_ms']
