@@ -237,10 +237,8 @@ class Watch:
         except RolloutChangedError as e:
             self._report(outcome, decision, None, message + ' (not applied)')
             return self._end(CHANGED, str(e))
+        self._report(outcome, decision, result.event, message)   # never pauses: not a hold
         self.on_change(result)
-        ended = self._report(outcome, decision, result.event, message)
-        if ended is not None:
-            return ended
         if decision.decision == analyze_mod.PROMOTE:
             return self._end(PROMOTED, 'canary v%d promoted to stable' % decision.canary_version)
         if decision.decision == analyze_mod.ROLLBACK:
