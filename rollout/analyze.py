@@ -567,7 +567,8 @@ def apply(controller, decision, reason='', actor=None):
 
 # ---------------------------------------------------------------- CLI glue
 
-def add_arguments(parser):
+def add_source_arguments(parser):
+    """--metrics and --policy: what `rollout analyze` and `rollout watch` read."""
     parser.add_argument(
         '--metrics', default=None, metavar='URL|FILE',
         help='metrics snapshot: the server URL (e.g. http://127.0.0.1:8501) or a file '
@@ -575,7 +576,12 @@ def add_arguments(parser):
              % SNAPSHOT_FILE)
     parser.add_argument(
         '--policy', default=None, metavar='FILE',
-        help='YAML/JSON policy overriding keys of %s' % os.path.relpath(DEFAULT_POLICY))
+        help='YAML/JSON policy overriding keys of rollout/default_policy.yaml (its watch: '
+             'section is read by `rollout watch`)')
+
+
+def add_arguments(parser):
+    add_source_arguments(parser)
     parser.add_argument('--apply', action='store_true',
                         help='carry out the decision (promote, set-traffic or rollback)')
     parser.add_argument('--json', action='store_true', help='print the decision as JSON')

@@ -353,14 +353,7 @@ def _summary(document):
 # ---------------------------------------------------------------- CLI glue
 
 def add_arguments(parser):
-    parser.add_argument(
-        '--metrics', default=None, metavar='URL|FILE',
-        help='metrics snapshot, as for `rollout analyze`: the server URL (e.g. '
-             'http://127.0.0.1:8501) or a file (default: the file `tfx-canary serve` writes '
-             'next to rollout.json)')
-    parser.add_argument('--policy', default=None, metavar='FILE',
-                        help='YAML/JSON policy overriding keys of rollout/default_policy.yaml, '
-                             'its watch: section included')
+    analyze_mod.add_source_arguments(parser)
     parser.add_argument('--interval', type=float, default=None, metavar='SECONDS',
                         help='seconds between analyses (default: policy watch.interval_seconds, '
                              '60)')
