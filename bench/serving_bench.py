@@ -620,6 +620,9 @@ def run(work, quick=False, serving_root=None, out=print):
                               throughput_rps=round(res['requests'] / res['wall_s'], 1),
                               server_cpu_ms_per_request=res['server_cpu_ms_per_request'],
                               mode='split'))
+        # `serve --upstream` in front of this server, against calling it directly.
+        from bench import router_bench
+        upstream = router_bench.measure(root, model, served, port, bodies, plan, work)
     finally:
         server.stop()
 
@@ -670,7 +673,8 @@ def run(work, quick=False, serving_root=None, out=print):
         'target_overhead_p50_ms': TARGET_OVERHEAD_P50_MS,
         'target_met': target_met,
     }
-    result['markdown'] = _markdown(result)
+    result['upstream_router'] = upstream
+    result['markdown'] = _markdown(result) + router_bench.markdown(upstream)
     return result
 
 

@@ -71,6 +71,16 @@ def test_quick_serving_bench_measures_server_and_in_process_in_one_run(pipeline_
     assert ('**met**' if result['target_met'] else '**NOT met**') in md
     assert len(result['rounds']) == serving_bench.QUICK['rounds']
 
+    # `serve --upstream` in front of the same server, measured against it directly.
+    router = result['upstream_router']
+    _sane(router['direct'])
+    _sane(router['through_router'])
+    assert router['added_p50_ms'] == pytest.approx(
+        router['through_router']['p50_ms'] - router['direct']['p50_ms'], abs=1e-3)
+    assert len(router['added_p50_ms_rounds']) == serving_bench.QUICK['rounds']
+    assert router['target_met'] == (router['added_p50_ms'] <= 1.0)
+    assert ('**Router mode adds %.2f ms p50**' % router['added_p50_ms']) in md
+
     # The shared workspace was served from a copy and is left as it was.
     assert (root / 'taxi' / 'rollout.json').read_text() == rollout_before
     assert (snapshot.read_bytes() if snapshot.exists() else None) == snapshot_before
