@@ -62,11 +62,11 @@ def upstream(serving_root):
 
 
 @contextlib.contextmanager
-def router(serving_root, upstream_url, timeout=10.0, **config):
+def router(serving_root, upstream_url, timeout=10.0, max_pending=None, **config):
     config.setdefault('poll_seconds', 0.1)
     config.setdefault('snapshot_seconds', 0.5)
     server = RouterServer(ServerConfig(str(serving_root), **config),
-                          Upstream(upstream_url, timeout=timeout))
+                          Upstream(upstream_url, timeout=timeout, max_pending=max_pending))
     background = BackgroundServer(server, '127.0.0.1', 0).start()
     try:
         with httpx.Client(base_url=background.url, timeout=30) as client:
@@ -246,6 +246,47 @@ def test_an_upstream_that_is_down_or_silent_is_a_quick_503_and_counted(serving_r
                 assert _counter(client, reason) == 2
     finally:
         silent.close()
+
+
+def test_calls_beyond_the_in_flight_limit_are_refused_not_queued(serving_root):
+    silent = socket.socket()
+    silent.bind(('127.0.0.1', 0))
+    silent.listen(64)
+    try:
+        with router(serving_root, 'http://127.0.0.1:%d' % silent.getsockname()[1],
+                    timeout=3, max_pending=1) as client:
+            waiting = threading.Thread(target=client.post, args=(PREDICT,),
+                                       kwargs={'json': _body()})
+            waiting.start()
+            wait_for(lambda: client.server.upstream.pending == 1, what='one call in flight')
+            started = time.monotonic()
+            refused = client.post(PREDICT, json=_body())
+            assert refused.status_code == 503 and 'in flight' in refused.json()['error']
+            assert time.monotonic() - started < 2   # answered at once, not after the timeout
+            assert _counter(client, 'overloaded') == 1
+            waiting.join()
+            assert _counter(client, 'timeout') == 1
+    finally:
+        silent.close()
+
+
+def test_an_upstream_restart_costs_no_request_once_it_is_back(serving_root):
+    """Pooled connections to the old process are dead: the next call opens a new one."""
+    def upstream(port):
+        return BackgroundServer(ModelServer(ServerConfig(serving_root, model_names=(MODEL,),
+                                                         poll_seconds=0.1)),
+                                '127.0.0.1', port).start()
+    first = upstream(0)
+    port = first.port
+    with router(serving_root, first.url) as client:
+        assert client.post(PREDICT, json=_body()).status_code == 200
+        first.stop()
+        second = upstream(port)   # the router's idle connection is to the first one
+        try:
+            for _ in range(3):
+                assert client.post(PREDICT, json=_body()).status_code == 200
+        finally:
+            second.stop()
 
 
 def test_the_router_snapshot_is_what_rollout_analyze_reads(serving_root, upstream):
