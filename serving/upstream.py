@@ -273,6 +273,8 @@ class Upstream:
         try:
             document = response.json()
         except ValueError:
+            document = None
+        if not isinstance(document, dict):
             document = {}
         if response.status_code != 200:
             raise ServingError('UNAVAILABLE', 'upstream answered %s with %d: %s'
