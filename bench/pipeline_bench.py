@@ -39,18 +39,40 @@ def _row(m, components):
             'peak_rss_mb': round(m.peak_rss_mb), 'components_s': components}
 
 
+REFERENCES = (reference.SHIPPED, reference.IN_MEMORY)
+
+
+def _run_reference(work, csv_path, i, variant):
+    home = os.path.join(work, '%s-%d' % (variant, i))
+    reference.prepare_home(home, csv_path)
+    m = measure.run_measured(reference.command(home, variant),
+                             os.path.join(work, '%s-%d.log' % (variant, i)), env=reference.env(home))
+    _check(m, 'reference pipeline (%s)' % variant)
+    return home, _row(m, measure.component_seconds(reference.metadata_path(home)))
+
+
+def _ratios(ours, ref):
+    """Medians over pairs of ours / reference: wall, CPU, memory."""
+    return {'wall_ratio_median': statistics.median(o['wall_s'] / r['wall_s'] for o, r in zip(ours, ref)),
+            'cpu_ratio_median': statistics.median(o['cpu_s'] / r['cpu_s'] for o, r in zip(ours, ref)),
+            'memory_ratio_median': statistics.median(
+                o['peak_rss_mb'] / r['peak_rss_mb'] for o, r in zip(ours, ref))}
+
+
 def versus_reference(work, csv_path, pairs, out=print):
-    """Alternating cold runs: reference, ours, reference, ours, ... (median of pairs)."""
-    runs = {'reference': [], 'ours': []}
+    """Alternating cold runs: reference as shipped, reference in-memory, ours, ... (median of pairs).
+
+    summary: medians per run kind; the flat *_ratio_median keys are ours vs. the
+    reference as shipped, summary['vs'][kind] ours vs. each reference kind.
+    """
+    runs = {kind: [] for kind in REFERENCES + ('ours',)}
     last = {}
     for i in range(pairs):
-        home = os.path.join(work, 'ref-%d' % i)
-        reference.prepare_home(home, csv_path)
-        m = measure.run_measured(reference.command(), os.path.join(work, 'ref-%d.log' % i),
-                                 env=reference.env(home))
-        _check(m, 'reference pipeline')
-        runs['reference'].append(_row(m, measure.component_seconds(reference.metadata_path(home))))
-        out('  pair %d: reference %.1f s' % (i + 1, m.wall_s))
+        homes = {}
+        for variant in REFERENCES:
+            homes[variant], row = _run_reference(work, csv_path, i, variant)
+            runs[variant].append(row)
+            out('  pair %d: %-19s %.1f s' % (i + 1, variant, row['wall_s']))
 
         data_root = os.path.join(work, 'ours-data')
         if not os.path.isdir(data_root):
@@ -63,28 +85,27 @@ def versus_reference(work, csv_path, pairs, out=print):
                                  cwd=PROJECT_ROOT)
         result = _bench_result(m)
         runs['ours'].append(_row(m, measure.component_seconds(os.path.join(ws, 'metadata.sqlite'))))
-        out('  pair %d: ours      %.1f s' % (i + 1, m.wall_s))
-        last = {'home': home, 'ws': ws, 'data_root': data_root, 'ours_result': result}
+        out('  pair %d: %-19s %.1f s' % (i + 1, 'ours', m.wall_s))
+        last = {'home': homes[reference.SHIPPED], 'home_in_memory': homes[reference.IN_MEMORY],
+                'ws': ws, 'data_root': data_root, 'ours_result': result,
+                'ours_row': runs['ours'][-1], 'ours_log': m.log_path}
 
     summary = {}
     for who, rows in runs.items():
         summary[who] = {k: statistics.median(r[k] for r in rows) for k in ('wall_s', 'cpu_s', 'peak_rss_mb')}
-    ratios = [o['wall_s'] / r['wall_s'] for o, r in zip(runs['ours'], runs['reference'])]
-    summary['wall_ratio_median'] = statistics.median(ratios)
-    summary['cpu_ratio_median'] = statistics.median(
-        o['cpu_s'] / r['cpu_s'] for o, r in zip(runs['ours'], runs['reference']))
-    summary['memory_ratio_median'] = statistics.median(
-        o['peak_rss_mb'] / r['peak_rss_mb'] for o, r in zip(runs['ours'], runs['reference']))
+    summary.update(_ratios(runs['ours'], runs[reference.SHIPPED]))
+    summary['vs'] = {kind: _ratios(runs['ours'], runs[kind]) for kind in REFERENCES}
     return {'runs': runs, 'summary': summary, 'pairs': pairs}, last
 
 
 def accuracy_on_same_split(last):
-    """Both models scored on the reference's own eval split."""
+    """Every model scored on the shipped reference's own eval split."""
     from bench import scoring
     split = reference.eval_split_dir(last['home'])
     ours_model = os.path.join(last['ours_result']['model_uri'], 'Format-Serving')
     return {'eval_split': split,
-            'reference': scoring.score(reference.trained_model_dir(last['home']), split),
+            reference.SHIPPED: scoring.score(reference.trained_model_dir(last['home']), split),
+            reference.IN_MEMORY: scoring.score(reference.trained_model_dir(last['home_in_memory']), split),
             'ours': scoring.score(ours_model, split)}
 
 
@@ -98,31 +119,59 @@ def _timed_rerun(ws, data_root, log_name):
             'states': measure.execution_states(md, before)}
 
 
-def rerun_and_new_span(last, new_span_rows, out=print):
-    """Re-runs of the same span, then one with a new span added.
+def rerun_and_new_span(last, new_span_rows, after_first_push=True, out=print):
+    """Re-runs of the same span, and one with a new span added.
 
     The first run of a fresh workspace stages the first model as stable, which
     changes the baseline of any later run: so the first re-run re-trains and
     re-evaluates against it (correctly), and only the next one has nothing
-    changed. Both are reported.
+    changed. Both are reported. Without `after_first_push` (the quick bench)
+    the new span comes first instead: it is judged against that first model,
+    which stays stable, so the re-run after it has nothing changed (one run less).
     """
     ws, data_root = last['ws'], last['data_root']
-    after_push = _timed_rerun(ws, data_root, 'rerun-after-first-push.log')
-    out('  re-run after the first push (new baseline): %.1f s' % after_push['wall_s'])
-    rerun = _timed_rerun(ws, data_root, 'rerun.log')
-    out('  re-run, nothing changed: %.1f s (pipeline %.2f s)' % (rerun['wall_s'], rerun['pipeline_s']))
+    result = {}
+    if after_first_push:
+        result['after_first_push'] = _timed_rerun(ws, data_root, 'rerun-after-first-push.log')
+        out('  re-run after the first push (new baseline): %.1f s'
+            % result['after_first_push']['wall_s'])
+        result['rerun'] = _rerun_nothing_changed(ws, data_root, out)
     generate.write_span(data_root, 2, new_span_rows, seed=7, drift=0.2)
     new_span = _timed_rerun(ws, data_root, 'newspan.log')
     new_span['rows'] = new_span_rows
     out('  new span added: %.1f s; re-executed: %s' % (
         new_span['wall_s'], ', '.join(k for k, v in new_span['states'].items() if v == 'executed')))
-    return {'after_first_push': after_push, 'rerun': rerun, 'new_span': new_span}
+    result['new_span'] = new_span
+    if not after_first_push:
+        result['rerun'] = _rerun_nothing_changed(ws, data_root, out)
+    return result
 
 
-def scaling(work, sizes, out=print):
-    """One cold run per size on generated data; per-component seconds and rows/s."""
+def _rerun_nothing_changed(ws, data_root, out):
+    rerun = _timed_rerun(ws, data_root, 'rerun.log')
+    out('  re-run, nothing changed: %.1f s (pipeline %.2f s)' % (rerun['wall_s'], rerun['pipeline_s']))
+    return rerun
+
+
+def pair_scaling_point(last, rows):
+    """The pair's cold run of ours as a scaling point of `rows` rows (no second cold run)."""
+    return dict(last['ours_row'], rows=rows, beam_mode=_beam_mode_from_log(last['ours_log']),
+                source='the pair\'s cold run (taxi sample, 2:1 split)')
+
+
+def scaling(work, sizes, measured=None, out=print):
+    """One cold run per size on generated data; per-component seconds and rows/s.
+
+    measured: {rows: scaling point} already measured cold (pair_scaling_point),
+    used for that size instead of another run.
+    """
     rows_out = []
     for rows in sizes:
+        if rows in (measured or {}):
+            rows_out.append(measured[rows])
+            out('  %9d rows: %.1f s, peak %.0f MB (%s)' % (
+                rows, measured[rows]['wall_s'], measured[rows]['peak_rss_mb'], measured[rows]['source']))
+            continue
         data_root = os.path.join(work, 'gen-%d' % rows)
         generate.write_span(data_root, 1, rows, seed=rows)
         ws = os.path.join(work, 'scale-%d' % rows)

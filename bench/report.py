@@ -3,20 +3,40 @@ import json
 import os
 
 
+# Run kinds in report order, with their labels; older results have no in-memory reference.
+KINDS = (('reference', 'reference (TFX taxi example as shipped: multi_processing)'),
+         ('reference_in_memory', 'reference, in-memory DirectRunner (its one-line change)'),
+         ('ours', 'ours'))
+
+
+def _kinds(res):
+    return [(kind, label) for kind, label in KINDS if kind in res['runs']]
+
+
+def _ratio_line(ratios, against):
+    return ('**ours / %s**: wall %.2f×, CPU %.2f×, memory %.2f×'
+            % (against, ratios['wall_ratio_median'], ratios['cpu_ratio_median'],
+               ratios['memory_ratio_median']))
+
+
 def _md_pipeline(res):
     s = res['summary']
     lines = ['## Pipeline vs. TFX taxi example (median of %d pairs, cold runs)' % res['pairs'], '',
              '| run | wall s | CPU s | peak RSS MB |', '|---|---|---|---|']
-    for who in ('reference', 'ours'):
-        lines.append('| %s | %.1f | %.1f | %.0f |' % (who, s[who]['wall_s'], s[who]['cpu_s'], s[who]['peak_rss_mb']))
-    lines += ['', '**ours / reference**: wall %.2f×, CPU %.2f×, memory %.2f× (target wall ≤ 0.5×)'
-              % (s['wall_ratio_median'], s['cpu_ratio_median'], s['memory_ratio_median']), '']
-    comps = sorted(set(res['runs']['reference'][-1]['components_s']) | set(res['runs']['ours'][-1]['components_s']))
-    lines += ['| component | reference s | ours s |', '|---|---|---|']
+    for who, label in _kinds(res):
+        lines.append('| %s | %.1f | %.1f | %.0f |' % (label, s[who]['wall_s'], s[who]['cpu_s'], s[who]['peak_rss_mb']))
+    lines += ['', _ratio_line(s, 'reference') + ' (target wall ≤ 0.5×)', '']
+    if 'reference_in_memory' in s.get('vs', {}):
+        lines += [_ratio_line(s['vs']['reference_in_memory'], 'reference in-memory')
+                  + ' (the same Beam mode as ours)', '']
+    kinds = _kinds(res)
+    last = {who: res['runs'][who][-1]['components_s'] for who, _ in kinds}
+    comps = sorted(set().union(*last.values()))
+    lines += ['| component | ' + ' | '.join('%s s' % who.replace('_', ' ') for who, _ in kinds) + ' |',
+              '|---' * (1 + len(kinds)) + '|']
     for c in comps:
-        r = res['runs']['reference'][-1]['components_s'].get(c)
-        o = res['runs']['ours'][-1]['components_s'].get(c)
-        lines.append('| %s | %s | %s |' % (c, '%.1f' % r if r is not None else '—', '%.1f' % o if o is not None else '—'))
+        lines.append('| %s | %s |' % (c, ' | '.join(
+            '%.1f' % last[who][c] if c in last[who] else '—' for who, _ in kinds)))
     return lines
 
 
@@ -39,15 +59,17 @@ def to_markdown(results):
         a = results['accuracy']
         lines += ['', '## Accuracy on the same eval split (%d examples)' % a['ours']['examples'], '',
                   '| model | AUC | binary accuracy |', '|---|---|---|']
-        for who in ('reference', 'ours'):
-            lines.append('| %s | %.4f | %.4f |' % (who, a[who]['auc'], a[who]['binary_accuracy']))
+        for who in (kind for kind, _ in KINDS if kind in a):
+            lines.append('| %s | %.4f | %.4f |' % (who.replace('_', ' '), a[who]['auc'],
+                                                  a[who]['binary_accuracy']))
     if 'rerun' in results:
         r = results['rerun']
-        lines += ['', '## Re-runs', '',
-                  '- after the first push (the baseline is now that model): %.1f s; executed: %s' % (
-                      r['after_first_push']['wall_s'],
-                      ', '.join(k for k, v in r['after_first_push']['states'].items() if v == 'executed')),
-                  '- nothing changed: %.1f s end to end (pipeline %.2f s); executed: %s' % (
+        lines += ['', '## Re-runs', '']
+        if 'after_first_push' in r:   # Not in the quick bench.
+            lines.append('- after the first push (the baseline is now that model): %.1f s; executed: %s' % (
+                r['after_first_push']['wall_s'],
+                ', '.join(k for k, v in r['after_first_push']['states'].items() if v == 'executed')))
+        lines += ['- nothing changed: %.1f s end to end (pipeline %.2f s); executed: %s' % (
                       r['rerun']['wall_s'], r['rerun']['pipeline_s'],
                       ', '.join(k for k, v in r['rerun']['states'].items() if v == 'executed') or 'none'),
                   '- one new span (%d rows): %.1f s; executed: %s; cached: %s' % (
@@ -64,6 +86,8 @@ def to_markdown(results):
             lines.append('| %d | %s | %.1f | %.0f | %.0f | %s |' % (
                 r['rows'], _mode(r.get('beam_mode', '')), r['wall_s'], r['rows'] / r['wall_s'], r['peak_rss_mb'],
                 ' | '.join('%.1f' % r['components_s'].get(c, 0) for c in comps)))
+        reused = ['%d rows: %s' % (r['rows'], r['source']) for r in sc['sizes'] if r.get('source')]
+        lines += [''] + reused if reused else []
         if sc['slopes']:
             lines += ['', 'log-log slope of seconds vs. rows (1 = linear, 0 = fixed cost): ' +
                       ', '.join('%s %.2f' % kv for kv in sorted(sc['slopes'].items()))]
@@ -81,12 +105,13 @@ def plots(results, out_dir):
     if 'pipeline' in results:
         res = results['pipeline']
         fig, ax = plt.subplots(figsize=(7, 4))
-        comps = sorted(set(res['runs']['reference'][-1]['components_s']) | set(res['runs']['ours'][-1]['components_s']))
-        width = 0.4
-        for k, who in enumerate(('reference', 'ours')):
+        kinds = [who for who, _ in _kinds(res)]
+        comps = sorted(set().union(*(res['runs'][who][-1]['components_s'] for who in kinds)))
+        width = 0.8 / len(kinds)
+        for k, who in enumerate(kinds):
             vals = [res['runs'][who][-1]['components_s'].get(c, 0) for c in comps]
             ax.barh([i + k * width for i in range(len(comps))], vals, height=width, label=who)
-        ax.set_yticks([i + width / 2 for i in range(len(comps))], comps)
+        ax.set_yticks([i + width * (len(kinds) - 1) / 2 for i in range(len(comps))], comps)
         ax.set_xlabel('seconds')
         ax.set_title('Time per component (last pair)')
         ax.legend()

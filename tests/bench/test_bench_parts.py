@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from bench import generate, measure, pipeline_bench, report
+from bench import generate, measure, pipeline_bench, reference, report
 
 
 def test_measure_reports_wall_cpu_and_peak_memory_of_the_child(tmp_path):
@@ -72,3 +72,27 @@ def test_report_writes_json_markdown_and_plots(tmp_path):
         with open(png, 'rb') as f:
             assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     assert len(pngs) == 2
+
+
+def test_in_memory_reference_is_the_shipped_example_with_one_line_changed(tmp_path):
+    shipped = reference.command()[1]
+    in_memory = reference.command(str(tmp_path), reference.IN_MEMORY)[1]
+    with open(shipped) as a, open(in_memory) as b:
+        changed = [(x, y) for x, y in zip(a.read().splitlines(), b.read().splitlines()) if x != y]
+    assert [(x.strip(), y.strip()) for x, y in changed] == [
+        ("'--direct_running_mode=multi_processing',", "'--direct_running_mode=in_memory',")]
+
+
+def test_report_gives_both_reference_ratios_and_three_component_columns(tmp_path):
+    def row(wall, trainer):
+        return {'wall_s': wall, 'cpu_s': wall, 'peak_rss_mb': 1000, 'components_s': {'Trainer': trainer}}
+    runs = {'reference': [row(40.0, 9.0)], 'reference_in_memory': [row(20.0, 8.0)], 'ours': [row(10.0, 3.0)]}
+    summary = {who: {k: r[0][k] for k in ('wall_s', 'cpu_s', 'peak_rss_mb')} for who, r in runs.items()}
+    summary.update(pipeline_bench._ratios(runs['ours'], runs['reference']))  # pylint: disable=protected-access
+    summary['vs'] = {kind: pipeline_bench._ratios(runs['ours'], runs[kind])  # pylint: disable=protected-access
+                     for kind in pipeline_bench.REFERENCES}
+    md, _ = report.write({'machine': 'test', 'pipeline': {'pairs': 1, 'runs': runs, 'summary': summary}},
+                         str(tmp_path))
+    assert '**ours / reference**: wall 0.25×' in md
+    assert '**ours / reference in-memory**: wall 0.50×' in md
+    assert '| Trainer | 9.0 | 8.0 | 3.0 |' in md

@@ -1,4 +1,6 @@
-"""`python -m bench --quick`, the CI-sized version of `make bench`, end to end (minutes)."""
+"""`python -m bench --quick`, the CI-sized version of `make bench`, end to end (minutes):
+both references (as shipped, in-memory) and ours once each, the new span and a re-run,
+one more scaling size (the pair's run of ours is the first)."""
 import json
 import os
 import subprocess
@@ -20,22 +22,36 @@ def test_quick_bench_measures_both_pipelines_and_writes_the_report(tmp_path):
     results = json.loads((out / 'results.json').read_text())
 
     summary = results['pipeline']['summary']
-    for who in ('reference', 'ours'):
+    references = ('reference', 'reference_in_memory')   # As shipped, and in-memory.
+    for who in references + ('ours',):
         assert summary[who]['wall_s'] > 1 and summary[who]['cpu_s'] > 1 and summary[who]['peak_rss_mb'] > 100
+        runs = results['pipeline']['runs'][who]
+        assert len(runs) == 1 and 'Trainer' in runs[0]['components_s']
     assert summary['wall_ratio_median'] == pytest.approx(summary['ours']['wall_s'] / summary['reference']['wall_s'])
-    # Both models scored on the same eval split, and both learned something.
+    for who in references:
+        assert summary['vs'][who]['wall_ratio_median'] == pytest.approx(
+            summary['ours']['wall_s'] / summary[who]['wall_s'])
+    # All models scored on the same eval split, and all learned something.
     acc = results['accuracy']
-    assert acc['ours']['examples'] == acc['reference']['examples'] > 100
-    assert acc['ours']['auc'] > 0.75 and acc['reference']['auc'] > 0.75
+    assert acc['ours']['examples'] == acc['reference']['examples'] == acc['reference_in_memory']['examples'] > 100
+    assert all(acc[who]['auc'] > 0.75 for who in references + ('ours',))
 
+    # Quick: the new span first (judged against the first model, which stays
+    # stable), then a re-run with nothing changed; no re-run after the first push.
     rerun = results['rerun']
     assert set(rerun['rerun']['states'].values()) == {'cached'}
     new_span = rerun['new_span']['states']
     assert new_span['Trainer'] == 'executed' and new_span['ImportSchemaGen'] == 'cached'
+    assert 'after_first_push' not in rerun
 
     sizes = results['scaling']['sizes']
-    assert [s['rows'] for s in sizes] == [1000, 3000]
+    assert [s['rows'] for s in sizes] == [2000, 6000]
+    # The first point is the pair's cold run of ours (2,000-row sample), not another run.
+    assert sizes[0]['wall_s'] == results['pipeline']['runs']['ours'][0]['wall_s']
+    assert sizes[0]['components_s'] == results['pipeline']['runs']['ours'][0]['components_s']
+    assert sizes[1]['wall_s'] > 1 and 'source' not in sizes[1]
     assert 'total' in results['scaling']['slopes']
     md = (out / 'results.md').read_text()
-    assert 'ours / reference' in md and 'Scaling with rows' in md
+    assert 'ours / reference**' in md and 'ours / reference in-memory**' in md and 'Scaling with rows' in md
+    assert "2000 rows: the pair's cold run" in md and 'nothing changed' in md
     assert (out / 'components.png').read_bytes()[:4] == b'\x89PNG'
