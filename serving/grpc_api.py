@@ -113,8 +113,8 @@ def _arrays(inputs):
     """{alias: ndarray} and {alias: DataType name} of a PredictRequest's TensorProtos."""
     arrays, dtypes = {}, {}
     for alias, proto in inputs.items():
-        dtypes[alias] = types_pb2.DataType.Name(proto.dtype)
         try:
+            dtypes[alias] = types_pb2.DataType.Name(proto.dtype)
             arrays[alias] = _ndarray(proto)
         except (TypeError, ValueError) as e:
             raise invalid_argument('input %s: not a valid TensorProto: %s' % (alias, e)) from None
