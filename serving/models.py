@@ -122,12 +122,33 @@ def _matches(arrays, inputs):
     return True
 
 
-class ModelVersion:
+class InFlight:
+    """Counts the callers using a version, so draining waits for them (a base
+    of ModelVersion and of the router's upstream versions)."""
+
+    def __init__(self):
+        self.in_flight = 0
+        self._in_flight_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def use(self):
+        """Counts the caller as in flight, so draining waits for it."""
+        with self._in_flight_lock:
+            self.in_flight += 1
+        try:
+            yield self
+        finally:
+            with self._in_flight_lock:
+                self.in_flight -= 1
+
+
+class ModelVersion(InFlight):
     """One SavedModel version loaded in this process."""
 
     def __init__(self, model_name, version, path):
         import tensorflow as tf
         from tensorflow.core.protobuf import saved_model_pb2
+        super().__init__()
         self.model_name = model_name
         self.version = version
         self.path = path
@@ -142,8 +163,6 @@ class ModelVersion:
                             if name in self._functions}
         self._flat = {name: _flat_inputs(f) for name, f in self._functions.items()}
         self._metadata = None
-        self._lock = threading.Lock()
-        self.in_flight = 0
         self.load_seconds = time.monotonic() - started
 
     def specs(self, signature_name):
@@ -204,17 +223,6 @@ class ModelVersion:
                 signature_map.signature_def[name].CopyFrom(signature)
             self._metadata = {'signature_def': _proto_dict(signature_map)}
         return self._metadata
-
-    @contextlib.contextmanager
-    def use(self):
-        """Counts the caller as in flight, so draining waits for it."""
-        with self._lock:
-            self.in_flight += 1
-        try:
-            yield self
-        finally:
-            with self._lock:
-                self.in_flight -= 1
 
 
 @dataclasses.dataclass(frozen=True)

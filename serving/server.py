@@ -350,12 +350,7 @@ class ModelServer:
         `request_id`: the X-Request-Id header's value, if the client sent one.
         """
         def prepare(outcome):
-            request = codec.parse_request(body)
-            outcome.request_id = _client_request_id(request_id, request.document)
-            key = header_key
-            if key is None and self.config.sticky_field:
-                field = request.document.get(self.config.sticky_field)
-                key = None if field is None else str(field)
+            request, outcome.request_id, key = self.parse_rest(body, header_key, request_id)
 
             def encode(outputs, _version):
                 return codec.dumps(codec.encode_outputs(outputs, request.format)).encode()
@@ -366,6 +361,16 @@ class ModelServer:
         if outcome.error is not None:
             outcome.body = codec.error_body(outcome.error.message).encode()
         return outcome
+
+    def parse_rest(self, body, header_key, request_id):
+        """(request, request id, sticky key) of a REST predict body: the key is the
+        sticky header's, else the body's sticky field."""
+        request = codec.parse_request(body)
+        key = header_key
+        if key is None and self.config.sticky_field:
+            field = request.document.get(self.config.sticky_field)
+            key = None if field is None else str(field)
+        return request, _client_request_id(request_id, request.document), key
 
     def _route(self, plan, call):
         """(version answering `call`, route name): by version, by label, else the split."""

@@ -33,11 +33,9 @@ not have; labels sent to :feedback are still checked and written to the label
 log (and join captured rows at `capture export`).
 """
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
-import threading
 import time
 import urllib.parse
 
@@ -48,9 +46,8 @@ from prometheus_client import Counter
 from serving import codec, routing
 from serving.capture import new_request_id
 from serving.errors import ServingError, invalid_argument
-from serving.models import CANARY, STABLE
-from serving.server import (
-    ModelServer, Outcome, _client_request_id, _probabilities)
+from serving.models import CANARY, STABLE, InFlight
+from serving.server import ModelServer, Outcome, _probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -141,17 +138,16 @@ class UpstreamError(ServingError):
         self.reason = reason
 
 
-class UpstreamVersion:
+class UpstreamVersion(InFlight):
     """One version rollout.json lists, served by the upstream (what ModelVersion is locally)."""
 
     def __init__(self, upstream, model_name, version, path):
+        super().__init__()
         self.upstream = upstream
         self.model_name = model_name
         self.version = version
         self.path = path
         self.load_seconds = 0.0
-        self.in_flight = 0
-        self._lock = threading.Lock()
         self._metadata = None
         self._specs = None
 
@@ -186,16 +182,6 @@ class UpstreamVersion:
                                % (self.model_name, self.version))
         return self._metadata
 
-    @contextlib.contextmanager
-    def use(self):
-        """Counts the caller as in flight, so draining waits for it."""
-        with self._lock:
-            self.in_flight += 1
-        try:
-            yield self
-        finally:
-            with self._lock:
-                self.in_flight -= 1
 
 
 class Upstream:
@@ -422,12 +408,7 @@ class RouterServer(ModelServer):
         await self.upstream.aclose()
 
     def _prepare(self, outcome, name, version, label, body, header_key, request_id):
-        request = codec.parse_request(body)
-        outcome.request_id = _client_request_id(request_id, request.document)
-        key = header_key
-        if key is None and self.config.sticky_field:
-            field = request.document.get(self.config.sticky_field)
-            key = None if field is None else str(field)
+        request, outcome.request_id, key = self.parse_rest(body, header_key, request_id)
         return ForwardCall(name, version, label, key, request.signature_name, body, request)
 
     async def predict(self, name, version, label, body, header_key, request_id=None):
