@@ -75,6 +75,9 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
         model_specs=[tfma.ModelSpec(
             signature_name=config.signatures[0],
             label_key=config.label_key,
+            # Stated, not detected: TFMA otherwise loads each model (candidate
+            # and baseline) once more just to find out it is a Keras model.
+            model_type=tfma.constants.TF_KERAS,
             preprocessing_function_names=['transform_features'])],
         slicing_specs=[tfma.SlicingSpec()] + [
             tfma.SlicingSpec(feature_keys=[f]) for f in config.slice_features],

@@ -120,3 +120,15 @@ def test_model_code_changes_change_the_cache_key(tmp_path, monkeypatch):
     assert after in nodes['Trainer'].exec_properties['custom_config']
     assert after in nodes['Transform'].exec_properties['custom_config']
     sys.modules.pop('mymodels', None)
+
+
+def test_evaluator_model_type_is_what_tfma_would_detect_for_the_trainers_model(tmp_path):
+    """The eval config states the model type so TFMA skips a detection load of
+    each model; the statement must match what detection finds for the model
+    run_fn builds, or TFMA would evaluate it through the wrong model loader."""
+    from tensorflow_model_analysis.utils import model_util
+    from modules import model as model_lib
+    path = str(tmp_path / 'model')
+    model_lib.build_keras_model().save(path, save_format='tf', save_traces=False)
+    spec = pipeline_lib.eval_config(PipelineConfig()).model_specs[0]
+    assert spec.model_type == model_util.get_model_type(None, path)
