@@ -1,5 +1,6 @@
 """PipelineConfig validation: bad values raise a ConfigError naming the field."""
 import dataclasses
+import os
 
 import pytest
 
@@ -51,6 +52,19 @@ def test_beam_mode_follows_input_size():
     assert '--direct_running_mode=in_memory' in beam_args_for(2 * 2 ** 20)
     big = beam_args_for(500 * 2 ** 20, cpus=2)
     assert '--direct_running_mode=multi_processing' in big and '--direct_num_workers=2' in big
+
+
+@pytest.mark.parametrize('input_bytes', [2 * 2 ** 20, 500 * 2 ** 20])
+def test_local_beam_args_stop_tfx_building_its_own_sdist(input_bytes):
+    """TFX's Beam executors pass these args through make_beam_dependency_flags,
+    which otherwise copies the installed tfx tree and runs `setup.py sdist`
+    (per component, every run) for remote workers the DirectRunner never has."""
+    from tfx.utils import dependency_utils
+    from pipeline.configs import beam_args_for
+    args = list(beam_args_for(input_bytes, cpus=2))
+    assert dependency_utils.make_beam_dependency_flags(args) == args
+    setup_file = [a for a in args if a.startswith('--setup_file=')][0].split('=', 1)[1]
+    assert os.path.isfile(setup_file)
 
 
 def test_the_default_signatures_are_the_ones_the_model_code_exports():
