@@ -37,9 +37,9 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from serving import codec, labels
+from serving import codec
 from serving.errors import ServingError, invalid_argument
-from serving.server import PredictCall
+from serving.server import PredictCall, client_request_id
 
 REQUEST_ID_KEY = 'x-request-id'
 SIGNATURE_DEF = 'signature_def'
@@ -71,15 +71,6 @@ def _model_spec(request):
     spec = request.model_spec
     version = spec.version.value if spec.HasField('version') else None
     return spec.name, version, spec.version_label or None
-
-
-def _request_id(value):
-    if value is None:
-        return None
-    try:
-        return labels.check_request_id(value, 'x-request-id metadata')
-    except labels.LabelError as e:
-        raise invalid_argument(str(e)) from None
 
 
 def _ndarray(proto):
@@ -202,7 +193,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def predict_sync(self, request, key, request_id):
         """One Predict through the path REST shares (ModelServer.predict_call)."""
         def prepare(outcome):
-            outcome.request_id = _request_id(request_id)
+            outcome.request_id = client_request_id(request_id, where='x-request-id metadata')
             name, version, label = _model_spec(request)
             signature = request.model_spec.signature_name or codec.DEFAULT_SIGNATURE
             arrays, dtypes = _arrays(request.inputs)

@@ -164,15 +164,16 @@ class Outcome:
     request_id: str = None
 
 
-def _client_request_id(header_value, document):
-    """The request id a client sent (header first, then the body field), or None."""
+def client_request_id(header_value, document=None, where='X-Request-Id / request_id'):
+    """The request id a client sent (header or gRPC metadata first, then the
+    body field), checked; None if it sent none. `where` names it in errors."""
     value = header_value
     if value is None and isinstance(document, dict):
         value = document.get(REQUEST_ID_FIELD)
     if value is None:
         return None
     try:
-        return labels.check_request_id(value, 'X-Request-Id / request_id')
+        return labels.check_request_id(value, where)
     except labels.LabelError as e:
         raise invalid_argument(str(e)) from None
 
@@ -370,7 +371,7 @@ class ModelServer:
         if key is None and self.config.sticky_field:
             field = request.document.get(self.config.sticky_field)
             key = None if field is None else str(field)
-        return request, _client_request_id(request_id, request.document), key
+        return request, client_request_id(request_id, request.document), key
 
     def _route(self, plan, call):
         """(version answering `call`, route name): by version, by label, else the split."""
