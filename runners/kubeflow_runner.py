@@ -367,7 +367,7 @@ def _cmd_run_local(args):
 
     where = locations.resolve(args, infer_workspace=False)
     run = kfp_local.run_local(args.package, where.workspace, where.serving_root,
-                              _assignments(args.param, '--param'))
+                              _assignments(args.param, '--param'), cold_start=args.cold_start)
     print(summary.summarize(run).format())
     print('  outputs        : %s (each task\'s log: <task>/%s)' % (run.run_dir,
                                                                    TASK_LOG))
@@ -420,6 +420,10 @@ def _add_run_local(commands):
                    help='compiled package: *.yaml (KFP) or *.json (Vertex PipelineJob)')
     r.add_argument('--param', action='append', metavar='NAME=VALUE',
                    help='runtime parameter value, repeatable (e.g. data_root=DIR)')
+    r.add_argument('--cold-start', action='store_true',
+                   help='run each task in a fresh interpreter, as its container does (slower: '
+                        'every task imports TensorFlow and TFX again; by default tasks are '
+                        'forked from one interpreter that imported them once)')
     locations.add_location_options(r, metadata=False, model_name=False, notes={
         'workspace': 'task outputs and logs go to WORKSPACE/kfp-local/<run>/',
         'serving_root': 'the folder the package\'s serving volume (its PVC, or Vertex\'s '

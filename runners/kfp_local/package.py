@@ -28,6 +28,7 @@ GCS_DIR = 'gcs'
 GCS_FUSE_ROOT = '/gcs'
 KFP, VERTEX = 'kfp', 'vertex'
 RUNNABLE_EXECUTORS = ('container', 'importer')   # What kfp.local's DAG runner handles.
+EXECUTOR_CLASS_FLAG = '--executor_class_path'    # TFX's KFP v2 entrypoint's argument.
 
 
 class KfpLocalError(TfxCanaryError):
@@ -77,6 +78,25 @@ class LocalPackage:
 
     def executor(self, label):
         return self.spec['deploymentSpec']['executors'][label]
+
+    def python_entry_points(self):
+        """(modules run as `python -m MODULE`, executor class paths) of every
+        container command and lifecycle hook, sorted: what a task imports."""
+        modules, classes = set(), set()
+        for executor in self.spec['deploymentSpec']['executors'].values():
+            container = executor.get('container')
+            if not container:
+                continue
+            commands = [list(container.get('command', [])) + list(container.get('args', []))]
+            commands += [list(h.get('command', [])) + list(h.get('args', []))
+                         for h in container.get('lifecycle', {}).values()]
+            for command in commands:
+                if len(command) > 2 and command[1] == '-m':
+                    modules.add(command[2])
+                for flag, value in zip(command, command[1:]):
+                    if flag == EXECUTOR_CLASS_FLAG:
+                        classes.add(value)
+        return sorted(modules), sorted(classes)
 
     def container_tasks(self):
         """The tasks that run a container (kfp.local handles importers itself)."""

@@ -26,7 +26,7 @@ import sys
 import time
 from typing import Dict, Optional, Tuple
 
-from runners.kfp_local import adapt
+from runners.kfp_local import adapt, prestart
 from runners.kfp_local.package import (VERTEX, KfpLocalError, LOCAL_PIPELINE_ROOT,
                                        PROJECT_ROOT, load_package, local_mounts,
                                        runtime_arguments)
@@ -123,6 +123,7 @@ class _Session:
         self.tasks = []
         self.run_dir = None
         self.total = len(package.container_tasks())
+        self.prestarted = None   # A prestart.Prestarted, unless --cold-start.
 
     # ---- kfp.local hooks
 
@@ -184,9 +185,15 @@ class _Session:
     def _call(self, task, command, log):
         log.write('$ %s\n' % ' '.join(command)[:2000])
         log.flush()
-        return subprocess.call(self._local_argv(task, command), stdout=log,
-                               stderr=subprocess.STDOUT, cwd=task.task_root,
-                               env=self._environment())
+        argv, env = self._local_argv(task, command), self._environment()
+        if self.prestarted is not None and self.prestarted.accepts(argv[1:], env):
+            code = self.prestarted.call(argv[1:], task.task_root, env, log.name)
+            if code is not None:
+                return code
+            self.write('  (%s; running tasks in fresh interpreters)' % self.prestarted.note)
+            self.prestarted = None
+        return subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT,
+                               cwd=task.task_root, env=env)
 
     def _resolve(self, task, command):
         """`command` with its placeholders resolved as kfp.local resolves a
@@ -303,9 +310,14 @@ def _last_error_line(log_path):
     return errors[-1][:300] if errors else None
 
 
-def run_local(package_path, workspace, serving_root=None, params=None, write=None) -> LocalRun:
+def run_local(package_path, workspace, serving_root=None, params=None, write=None,
+              cold_start=False) -> LocalRun:
     """Runs the package; returns the LocalRun, or raises KfpLocalTaskFailed
     naming the failed task and its log (KfpLocalError for bad input).
+
+    Tasks are forked from an interpreter that imported their modules once
+    (prestart.py); `cold_start` runs each in a fresh interpreter instead, as
+    its container would.
 
     `write(line)` gets the progress lines (default: this stdout; kfp.local's
     own log lines go to the run's kfp-local.log instead).
@@ -329,6 +341,14 @@ def run_local(package_path, workspace, serving_root=None, params=None, write=Non
         write('  %s (as the steps see it) is %s here' % (mount.path, mount.local))
 
     session = _Session(package, mounts, pipeline_root, write)
+    if cold_start:
+        write('  each task in a fresh interpreter (--cold-start)')
+    else:
+        # Started now: it imports while kfp.local prepares the first task.
+        session.prestarted = prestart.Prestarted(*package.python_entry_points(),
+                                                 env=_Session._environment(), cwd=PROJECT_ROOT)
+        write('  tasks are forked from an interpreter that imported TFX once '
+              '(--cold-start: a fresh one each)')
     from kfp.local import pipeline_orchestrator
     started = time.monotonic()
     # kfp.local's own log lines; in the run's folder once kfp.local has named it.
@@ -339,6 +359,8 @@ def run_local(package_path, workspace, serving_root=None, params=None, write=Non
             pipeline_orchestrator.run_local_pipeline(package.pipeline_spec_proto(),
                                                      arguments.values)
     finally:
+        if session.prestarted is not None:
+            session.prestarted.close()
         if session.run_dir:
             os.replace(orchestrator_log, os.path.join(session.run_dir, ORCHESTRATOR_LOG))
     run = LocalRun(package.path, package.pipeline_name, session.run_dir, tuple(session.tasks),

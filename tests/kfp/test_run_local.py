@@ -195,18 +195,21 @@ def test_an_unknown_runtime_parameter_is_one_line(tfx_canary, kfp_package, tmp_p
 
 
 @pytest.mark.e2e
-def test_a_failing_task_is_named_with_its_log(tfx_canary, kfp_package, tmp_path):
+@pytest.mark.parametrize('start', ['forked', 'cold'])
+def test_a_failing_task_is_named_with_its_log(tfx_canary, kfp_package, tmp_path, start):
     """Every task that can run first fails at once (kfp.local's order among
     independent tasks is not fixed): a corrupt rollout.json for BaselineModel,
     missing data for CsvExampleGen, a missing schema for ImportSchemaGen. The
-    run stops at the first, naming the task, its own error and its log."""
+    run stops at the first, naming the task, its own error and its log, whether
+    the task was forked from the pre-started interpreter or ran cold."""
     serving = tmp_path / 'serving'
     (serving / 'taxi').mkdir(parents=True)
     (serving / 'taxi' / 'rollout.json').write_text('{not json')
     code, out, err = tfx_canary(
         'kfp', 'run-local', '--package', kfp_package, '--workspace', str(tmp_path / 'ws'),
         '--serving-root', str(serving), '--param', 'data_root=%s' % (tmp_path / 'no-data'),
-        '--param', 'schema_path=%s' % (tmp_path / 'no-schema.pbtxt'))
+        '--param', 'schema_path=%s' % (tmp_path / 'no-schema.pbtxt'),
+        *(['--cold-start'] if start == 'cold' else []))
     assert code == 2
     (progress,) = [line for line in out.splitlines() if '] ' in line]   # Nothing ran after it.
     task = progress.split()[1]
