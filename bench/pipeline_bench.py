@@ -59,17 +59,19 @@ def _ratios(ours, ref):
                 o['peak_rss_mb'] / r['peak_rss_mb'] for o, r in zip(ours, ref))}
 
 
-def versus_reference(work, csv_path, pairs, out=print):
-    """Alternating cold runs: reference as shipped, reference in-memory, ours, ... (median of pairs).
+def versus_reference(work, csv_path, pairs, references=REFERENCES, out=print):
+    """Alternating cold runs: each reference kind in `references`, then ours, ...
+    (median of pairs).
 
-    summary: medians per run kind; the flat *_ratio_median keys are ours vs. the
-    reference as shipped, summary['vs'][kind] ours vs. each reference kind.
+    summary: medians per run kind; summary['vs'][kind] is ours vs. each
+    reference kind; the flat *_ratio_median keys are ours vs. the reference as
+    shipped, when it ran (results written before the in-memory anchor existed).
     """
-    runs = {kind: [] for kind in REFERENCES + ('ours',)}
+    runs = {kind: [] for kind in tuple(references) + ('ours',)}
     last = {}
     for i in range(pairs):
         homes = {}
-        for variant in REFERENCES:
+        for variant in references:
             homes[variant], row = _run_reference(work, csv_path, i, variant)
             runs[variant].append(row)
             out('  pair %d: %-19s %.1f s' % (i + 1, variant, row['wall_s']))
@@ -86,27 +88,29 @@ def versus_reference(work, csv_path, pairs, out=print):
         result = _bench_result(m)
         runs['ours'].append(_row(m, measure.component_seconds(os.path.join(ws, 'metadata.sqlite'))))
         out('  pair %d: %-19s %.1f s' % (i + 1, 'ours', m.wall_s))
-        last = {'home': homes[reference.SHIPPED], 'home_in_memory': homes[reference.IN_MEMORY],
-                'ws': ws, 'data_root': data_root, 'ours_result': result,
+        last = {'homes': homes, 'ws': ws, 'data_root': data_root, 'ours_result': result,
                 'ours_row': runs['ours'][-1], 'ours_log': m.log_path}
 
     summary = {}
     for who, rows in runs.items():
         summary[who] = {k: statistics.median(r[k] for r in rows) for k in ('wall_s', 'cpu_s', 'peak_rss_mb')}
-    summary.update(_ratios(runs['ours'], runs[reference.SHIPPED]))
-    summary['vs'] = {kind: _ratios(runs['ours'], runs[kind]) for kind in REFERENCES}
+    if reference.SHIPPED in references:
+        summary.update(_ratios(runs['ours'], runs[reference.SHIPPED]))
+    summary['vs'] = {kind: _ratios(runs['ours'], runs[kind]) for kind in references}
     return {'runs': runs, 'summary': summary, 'pairs': pairs}, last
 
 
 def accuracy_on_same_split(last):
-    """Every model scored on the shipped reference's own eval split."""
+    """Every model scored on one eval split: the references' own (each
+    reference splits the same CSV with the same hash, so any one will do)."""
     from bench import scoring
-    split = reference.eval_split_dir(last['home'])
+    homes = last['homes']
+    split = reference.eval_split_dir(next(iter(homes.values())))
     ours_model = os.path.join(last['ours_result']['model_uri'], 'Format-Serving')
-    return {'eval_split': split,
-            reference.SHIPPED: scoring.score(reference.trained_model_dir(last['home']), split),
-            reference.IN_MEMORY: scoring.score(reference.trained_model_dir(last['home_in_memory']), split),
-            'ours': scoring.score(ours_model, split)}
+    scores = {'eval_split': split, 'ours': scoring.score(ours_model, split)}
+    for kind, home in homes.items():
+        scores[kind] = scoring.score(reference.trained_model_dir(home), split)
+    return scores
 
 
 def _timed_rerun(ws, data_root, log_name):

@@ -1,11 +1,13 @@
 """The bench's measuring, data generation and reporting (fast)."""
 import csv
 import os
+import subprocess
 import sys
 
 import pytest
 
 from bench import generate, measure, pipeline_bench, reference, report
+from tests.conftest import PROJECT_ROOT
 
 
 def test_measure_reports_wall_cpu_and_peak_memory_of_the_child(tmp_path):
@@ -96,3 +98,33 @@ def test_report_gives_both_reference_ratios_and_three_component_columns(tmp_path
     assert '**ours / reference**: wall 0.25×' in md
     assert '**ours / reference in-memory**: wall 0.50×' in md
     assert '| Trainer | 9.0 | 8.0 | 3.0 |' in md
+
+
+def _pipeline_results(kinds):
+    run = {'wall_s': 10.0, 'cpu_s': 12.0, 'peak_rss_mb': 900, 'components_s': {'Trainer': 4.0}}
+    walls = {'reference': 40.0, 'reference_in_memory': 25.0, 'ours': 10.0}
+    runs = {k: [dict(run, wall_s=walls[k])] for k in kinds + ('ours',)}
+    summary = {k: {'wall_s': walls[k], 'cpu_s': 12.0, 'peak_rss_mb': 900} for k in runs}
+    summary['vs'] = {k: {'wall_ratio_median': 10.0 / walls[k], 'cpu_ratio_median': 1.0,
+                         'memory_ratio_median': 1.0} for k in kinds}
+    return {'machine': 'test', 'pipeline': {'pairs': 1, 'runs': runs, 'summary': summary}}
+
+
+@pytest.mark.parametrize('kinds', [('reference', 'reference_in_memory'), ('reference_in_memory',)])
+def test_the_target_line_is_against_the_in_memory_reference(tmp_path, kinds):
+    md = report.to_markdown(_pipeline_results(kinds))
+    (target,) = [line for line in md.splitlines() if 'target' in line]
+    assert target.startswith('**ours / reference in-memory**: wall 0.40×')
+    shipped = [line for line in md.splitlines() if line.startswith('**ours / reference**')]
+    assert [line.split(',')[0] for line in shipped] == (
+        ['**ours / reference**: wall 0.25×'] if 'reference' in kinds else [])
+    assert md.count('| ours |') == 1 and ('as shipped: multi_processing' in md) == ('reference' in kinds)
+
+
+def test_an_unknown_reference_is_one_error_line(tmp_path):
+    proc = subprocess.run([sys.executable, '-m', 'bench', '--references', 'in_memory,nope',
+                           '--out', str(tmp_path / 'out')], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(
+        '--references: unknown nope; choose from shipped,in_memory')
+    assert not (tmp_path / 'out').exists()

@@ -1,6 +1,7 @@
 """`python -m bench --quick`, the CI-sized version of `make bench`, end to end (minutes):
-both references (as shipped, in-memory) and ours once each, the new span and a re-run,
-one more scaling size (the pair's run of ours is the first)."""
+the in-memory reference (the best-configured anchor) and ours once each, the new span
+and a re-run, one more scaling size (the pair's run of ours is the first). The full
+bench's second reference, as shipped, runs through the same code (`--references`)."""
 import json
 import os
 import subprocess
@@ -22,18 +23,18 @@ def test_quick_bench_measures_both_pipelines_and_writes_the_report(tmp_path):
     results = json.loads((out / 'results.json').read_text())
 
     summary = results['pipeline']['summary']
-    references = ('reference', 'reference_in_memory')   # As shipped, and in-memory.
+    references = ('reference_in_memory',)   # Quick: the in-memory one only.
+    assert set(results['pipeline']['runs']) == {'reference_in_memory', 'ours'}
     for who in references + ('ours',):
         assert summary[who]['wall_s'] > 1 and summary[who]['cpu_s'] > 1 and summary[who]['peak_rss_mb'] > 100
         runs = results['pipeline']['runs'][who]
         assert len(runs) == 1 and 'Trainer' in runs[0]['components_s']
-    assert summary['wall_ratio_median'] == pytest.approx(summary['ours']['wall_s'] / summary['reference']['wall_s'])
-    for who in references:
-        assert summary['vs'][who]['wall_ratio_median'] == pytest.approx(
-            summary['ours']['wall_s'] / summary[who]['wall_s'])
-    # All models scored on the same eval split, and all learned something.
+    assert set(summary['vs']) == set(references) and 'wall_ratio_median' not in summary
+    assert summary['vs']['reference_in_memory']['wall_ratio_median'] == pytest.approx(
+        summary['ours']['wall_s'] / summary['reference_in_memory']['wall_s'])
+    # Both models scored on the same eval split, and both learned something.
     acc = results['accuracy']
-    assert acc['ours']['examples'] == acc['reference']['examples'] == acc['reference_in_memory']['examples'] > 100
+    assert acc['ours']['examples'] == acc['reference_in_memory']['examples'] > 100
     assert all(acc[who]['auc'] > 0.75 for who in references + ('ours',))
 
     # Quick: the new span first (judged against the first model, which stays
@@ -52,6 +53,7 @@ def test_quick_bench_measures_both_pipelines_and_writes_the_report(tmp_path):
     assert sizes[1]['wall_s'] > 1 and 'source' not in sizes[1]
     assert 'total' in results['scaling']['slopes']
     md = (out / 'results.md').read_text()
-    assert 'ours / reference**' in md and 'ours / reference in-memory**' in md and 'Scaling with rows' in md
+    assert 'ours / reference in-memory**' in md and 'target wall' in md and 'Scaling with rows' in md
+    assert 'ours / reference**' not in md
     assert "2000 rows: the pair's cold run" in md and 'nothing changed' in md
     assert (out / 'components.png').read_bytes()[:4] == b'\x89PNG'
