@@ -148,13 +148,33 @@ def _run_all(runs, preflighted):
     """Runs each config in turn; records the invocation for a cached re-run when it may."""
     from runners import local_runner, run_cache
     summaries, started_with = [], []
-    for run_config, (checked, _) in zip(runs, preflighted):
+    for run_config, (checked, files) in zip(runs, preflighted):
         started_with.append(run_cache.stable_identity(checked))
-        result = local_runner.run(run_config)
-        print(result.format())
+        serving = run_cache.already_serving(checked, files)
+        if serving is not None:
+            result = _print_already_serving(checked, files, serving)
+        else:
+            result = local_runner.run(run_config)
+            print(result.format())
+            run_cache.record_produced(checked, files, result)
         summaries.append(result)
     run_cache.record(preflighted, summaries, started_with)
     return summaries
+
+
+def _print_already_serving(config, files, serving):
+    """A run whose model is staged now: its recorded summary, nothing retrained."""
+    import dataclasses
+
+    from runners import local_runner
+    started = time.time()
+    print(local_runner.running_line(config, files))
+    print('already serving: the same data, schema, code and flags produced v%d (%s), which '
+          'serves as %s with the same files; not retrained (--no-cache retrains)'
+          % (serving.version, serving.recorded_at, serving.role))
+    summary = dataclasses.replace(serving.summary, seconds=time.time() - started)
+    print(summary.format())
+    return summary
 
 
 def _print_cached(preflighted, cached, started):

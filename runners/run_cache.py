@@ -15,6 +15,13 @@ sources and the TFX stack's versions, each serving root's rollout.json bytes
 and the stable version's SavedModel identity file (what BaselineModel
 resolves), and the ML Metadata store's newest execution id (a deleted store,
 another run, a promote audited into the store all move it).
+
+A second record (PRODUCED_FILE) answers one run at a time: a run whose model
+is staged now (the same inputs, apart from what serves, once staged the
+version that is stable or canary, and its files are unchanged) is not
+retrained. That is what a repeated `make run` meets: span 1 made the stable
+v1, and retraining it against v1 would stage a near copy as canary over span
+2's v2.
 """
 import dataclasses
 import datetime
@@ -31,6 +38,10 @@ from rollout import state as rollout_state
 from runners.summary import RunSummary
 
 RECORD_FILE = 'run-cache.json'
+# Per run that staged a model: what it was trained from (the key without the
+# serving state and store) -> the version it staged (already_serving()).
+PRODUCED_FILE = 'run-produced.json'
+_PRODUCED_KEEP = 100   # Entries kept, newest first.
 _FORMAT = 1
 # Our code that decides what a run does (its pipeline, components, model code).
 _CODE_PACKAGES = ('common', 'components', 'modules', 'pipeline', 'rollout', 'runners')
@@ -38,6 +49,16 @@ _STACK = ('tfx', 'tensorflow', 'tensorflow-transform', 'tensorflow-model-analysi
           'tensorflow-data-validation', 'apache-beam', 'ml-metadata')
 
 Preflighted = Tuple[PipelineConfig, Sequence[str]]   # local_runner.preflight's (config, files).
+
+
+@dataclasses.dataclass(frozen=True)
+class AlreadyServing:
+    """A run whose model is staged now: the same inputs once produced `version`,
+    which serves as `role` ('stable' or 'canary') with the same SavedModel."""
+    summary: RunSummary
+    version: int
+    role: str
+    recorded_at: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,22 +100,33 @@ def _stack_versions():
     return versions
 
 
+def _rollout_state(config):
+    """rollout.json's state now; None when it cannot be read."""
+    path = locations.rollout_json_path(config.serving_root, config.model_name)
+    try:
+        return rollout_state.load_state(path, config.model_name)
+    except (OSError, TfxCanaryError):
+        return None
+
+
+def _version_identity(config, version):
+    """'<identity file>:<sha256>' of a staged version's SavedModel, or None."""
+    model_dir = staging.version_dir(config.serving_root, config.model_name, version)
+    for name in staging.IDENTITY_FILES:
+        if os.path.isfile(os.path.join(model_dir, name)):
+            return '%s:%s' % (name, _sha256_file(os.path.join(model_dir, name)).hexdigest())
+    return None
+
+
 def stable_identity(config: PipelineConfig):
     """[stable version, sha256 of its SavedModel identity file] as BaselineModel
     would resolve it now ([0, None] when nothing is stable; None when
     rollout.json cannot be read: the run itself will say why)."""
-    path = locations.rollout_json_path(config.serving_root, config.model_name)
-    try:
-        version = rollout_state.load_state(path, config.model_name).stable_version or 0
-    except (OSError, TfxCanaryError):
+    state = _rollout_state(config)
+    if state is None:
         return None
-    if not version:
-        return [0, None]
-    model_dir = staging.version_dir(config.serving_root, config.model_name, version)
-    for name in staging.IDENTITY_FILES:
-        if os.path.isfile(os.path.join(model_dir, name)):
-            return [version, '%s:%s' % (name, _sha256_file(os.path.join(model_dir, name)).hexdigest())]
-    return [version, None]
+    version = state.stable_version or 0
+    return [version, _version_identity(config, version) if version else None]
 
 
 def _serving_state(config):
@@ -123,6 +155,86 @@ def _run_key(config, files):
         'serving': _serving_state(config),
         'store': [config.metadata_path, _newest_execution_id(config.metadata_path)],
     }
+
+
+def _produced_key(config, files):
+    """sha256 of what decides the model a run trains: _run_key without the
+    serving state and the store, plus our code and the stack."""
+    key = _run_key(config, files)
+    del key['serving'], key['store']
+    key = {'format': _FORMAT, 'code': _code_hash(), 'stack': _stack_versions(), 'run': key}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _read_produced(workspace):
+    try:
+        with open(os.path.join(workspace, PRODUCED_FILE), encoding='utf-8') as f:
+            produced = json.load(f)
+        return produced if produced.get('format') == _FORMAT else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _write_json(path, content):
+    tmp = path + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(content, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)   # Never a half-written record.
+
+
+def _staged_version(config, summary):
+    """The version a pushed run staged, from its destination; None if not ours."""
+    try:
+        version = int(os.path.basename(summary.pushed_destination.rstrip('/')))
+    except (AttributeError, ValueError):
+        return None
+    expected = staging.version_dir(config.serving_root, config.model_name, version)
+    return version if os.path.abspath(expected) == os.path.abspath(summary.pushed_destination) else None
+
+
+def record_produced(config: PipelineConfig, files: Sequence[str], summary: RunSummary):
+    """Remembers which version a run staged, for already_serving()."""
+    version = _staged_version(config, summary) if summary.pushed else None
+    if version is None or not _cacheable([(config, files)]):
+        return False
+    identity = _version_identity(config, version)
+    if identity is None:
+        return False
+    entries = (_read_produced(config.workspace) or {}).get('runs', [])
+    key = _produced_key(config, files)
+    entries = [{'key': key, 'version': version, 'identity': identity,
+                'recorded_at': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
+                'summary': dataclasses.asdict(summary)}] + [e for e in entries if e.get('key') != key]
+    _write_json(os.path.join(config.workspace, PRODUCED_FILE),
+                {'format': _FORMAT, 'runs': entries[:_PRODUCED_KEEP]})
+    return True
+
+
+def already_serving(config: PipelineConfig, files: Sequence[str]) -> Optional[AlreadyServing]:
+    """The model this run would retrain, when it is staged now as stable or
+    canary: the same data, schema, code and flags once produced it, and its
+    files are unchanged. Re-training it (warm-started from itself, judged
+    against itself) would only stage a near copy over the canary. Else None."""
+    if not _cacheable([(config, files)]):
+        return None
+    try:
+        produced = _read_produced(config.workspace)
+        state = _rollout_state(config)
+        if produced is None or state is None:
+            return None
+        key = _produced_key(config, files)
+        entry = next((e for e in produced['runs'] if e.get('key') == key), None)
+        roles = {state.stable_version: 'stable', state.canary_version: 'canary'}
+        if entry is None or entry['version'] not in roles:
+            return None
+        if _version_identity(config, entry['version']) != entry['identity']:
+            return None
+        return AlreadyServing(RunSummary(**entry['summary']), entry['version'],
+                              roles[entry['version']], entry['recorded_at'])
+    except Exception:  # pylint: disable=broad-except
+        return None   # Whatever cannot be read: the normal path runs and reports it.
 
 
 def invocation_key(runs: Sequence[Preflighted]) -> str:
@@ -176,11 +288,7 @@ def record(runs: Sequence[Preflighted], summaries: Sequence[RunSummary], started
         if os.path.exists(path):
             os.remove(path)
         return False
-    content = {'format': _FORMAT, 'key': invocation_key(runs),
-               'recorded_at': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
-               'summaries': [dataclasses.asdict(s) for s in summaries]}
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(content, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)   # Never a half-written record.
+    _write_json(path, {'format': _FORMAT, 'key': invocation_key(runs),
+                       'recorded_at': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
+                       'summaries': [dataclasses.asdict(s) for s in summaries]})
     return True

@@ -141,3 +141,89 @@ def test_cached_run_prints_the_summary_without_importing_tensorflow(place, tmp_p
     expected = summaries[0].format().splitlines()
     assert lines[2:-1] == expected[:-1] and lines[-1].startswith('  wall time')
     assert heavy_import_chain(process.stderr) is None, heavy_import_chain(process.stderr)
+
+
+# ---- already_serving: a run whose model is staged now is not retrained
+
+def _produced(place, version, *extra, module_path='cache_test_models'):
+    """Records that `run FLAGS EXTRA` staged `version`; returns (config, files, summary)."""
+    from rollout import staging
+    (config, files), = [(dataclasses.replace(c, module_path=module_path), f)
+                        for c, f in _preflighted(place, *extra)]
+    made = summary.summarize(place['runs'].connection_config(), config,
+                             place['done'][version - 1].run_id, 12.5)
+    made = dataclasses.replace(made, pushed=True, pushed_destination=staging.version_dir(
+        config.serving_root, config.model_name, version))
+    assert run_cache.record_produced(config, files, made)
+    return config, files, made
+
+
+def test_a_run_whose_model_serves_as_canary_or_stable_is_not_retrained(place):
+    config, files, made = _produced(place, 2)
+    serving = run_cache.already_serving(config, files)
+    assert (serving.version, serving.role, serving.summary) == (2, 'canary', made)
+    place['controller'].promote(reason='test')
+    assert run_cache.already_serving(config, files).role == 'stable'
+
+
+def test_the_first_model_once_stable_is_not_retrained_against_itself(place):
+    """The repeated `make run`: span 1 staged v1, which is stable now."""
+    config, files, _ = _produced(place, 1, '--span', '1')
+    serving = run_cache.already_serving(config, files)
+    assert (serving.version, serving.role) == (1, 'stable')
+    # Span 2's run is another key: it is not answered by span 1's model.
+    (span_2, span_2_files), = _preflighted(place, '--span', '2')
+    assert run_cache.already_serving(span_2, span_2_files) is None
+
+
+def _replace_staged_files(place):
+    from rollout import staging
+    model_dir = staging.version_dir(str(place['ws'] / 'serving'), MODEL, 2)
+    for name in staging.IDENTITY_FILES:
+        if os.path.isfile(os.path.join(model_dir, name)):
+            with open(os.path.join(model_dir, name), 'ab') as f:
+                f.write(b'another export')
+
+
+NOT_SERVING = {
+    'the canary was rolled back': lambda p: p['controller'].rollback(reason='test'),
+    'its staged files changed': _replace_staged_files,
+    'a span file changed': _append_row,
+    'the schema changed': CHANGES['the schema changed'],
+    'the model code changed': CHANGES['the model code changed'],
+    'rollout.json was damaged': CHANGES['rollout.json was damaged'],
+    'the record was damaged': lambda p: (p['ws'] / run_cache.PRODUCED_FILE).write_text('{"runs": '),
+}
+
+
+@pytest.mark.parametrize('change', NOT_SERVING.values(), ids=NOT_SERVING.keys())
+def test_anything_else_retrains(place, change):
+    config, files, _ = _produced(place, 2)
+    change(place)
+    (config, files), = [(dataclasses.replace(c, module_path='cache_test_models'), f)
+                        for c, f in _preflighted(place)]
+    assert run_cache.already_serving(config, files) is None
+
+
+def test_other_flags_and_no_cache_retrain(place):
+    _produced(place, 2)
+    for flags in (['--train-steps', '300'], ['--no-cache']):
+        (config, files), = [(dataclasses.replace(c, module_path='cache_test_models'), f)
+                            for c, f in _preflighted(place, *flags)]
+        assert run_cache.already_serving(config, files) is None, flags
+
+
+def test_the_command_says_so_and_runs_nothing(place, monkeypatch, capsys):
+    _, _, made = _produced(place, 2, module_path='modules')   # What the CLI's config uses.
+
+    def no_pipeline(*_):
+        raise AssertionError('the pipeline ran')
+    monkeypatch.setattr(local_runner, 'run', no_pipeline)
+    assert cli.main(['run'] + place['flags']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith('already serving: the same data, schema, code and flags produced '
+                               'v2 (') and lines[1].endswith('which serves as canary with the same '
+                                                            'files; not retrained (--no-cache retrains)')
+    assert lines[2:-1] == made.format().splitlines()[:-1]
+    # Nothing changed since: the invocation is now a fixed point, recorded for the next one.
+    assert os.path.isfile(place['ws'] / run_cache.RECORD_FILE)
