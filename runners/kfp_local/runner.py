@@ -341,6 +341,7 @@ def run_local(package_path, workspace, serving_root=None, params=None, write=Non
         write('  %s (as the steps see it) is %s here' % (mount.path, mount.local))
 
     session = _Session(package, mounts, pipeline_root, write)
+    from kfp.local import pipeline_orchestrator
     if cold_start:
         write('  each task in a fresh interpreter (--cold-start)')
     else:
@@ -349,7 +350,6 @@ def run_local(package_path, workspace, serving_root=None, params=None, write=Non
                                                  env=_Session._environment(), cwd=PROJECT_ROOT)
         write('  tasks are forked from an interpreter that imported TFX once '
               '(--cold-start: a fresh one each)')
-    from kfp.local import pipeline_orchestrator
     started = time.monotonic()
     # kfp.local's own log lines; in the run's folder once kfp.local has named it.
     orchestrator_log = os.path.join(pipeline_root, '.%s.%d' % (ORCHESTRATOR_LOG, os.getpid()))
