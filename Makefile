@@ -13,9 +13,9 @@ PIP_QUIET := grep -v 'is ignored: it is neither a file nor a directory' || true
 help:
 	@echo "make run       train on span 1, retrain on span 2, stage stable + canary, show rollout status"
 	@echo "make loop      production loop: serve, replay + label span 2, export, retrain, canary, analyze (./workspace-loop)"
-	@echo "make test      all tests (unit + end-to-end pipeline runs)"
+	@echo "make test      all tests (unit + end-to-end pipeline runs), in random order on every core (SEED=N repeats an order)"
 	@echo "make test-fast unit tests only"
-	@echo "make test-fast-random  unit tests in random order (SEED=N repeats an order)"
+	@echo "make test-fast-random  unit tests only, in random order (SEED=N repeats an order)"
 	@echo "make bench     ours vs. TFX's taxi example, re-runs, scaling to 1M rows, serving (long)"
 	@echo "make bench-quick  the CI-sized bench (a few minutes)"
 	@echo "make lock      re-resolve requirements/lock.txt from requirements/top.txt"
@@ -43,14 +43,23 @@ loop: $(STAMP)
 	rm -rf workspace-loop
 	$(BIN)/tfx-canary loop --workspace workspace-loop
 
+# Every test module runs on one of `-n auto` workers (one per core; a module's
+# tests stay together, so a module's fixtures are built once), in an order
+# shuffled by pytest-randomly: tests that pass only after another fail here.
+# The seed is printed; `make test SEED=N` repeats an order, `WORKERS=0` runs in
+# this process.
+WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -rs --durations=20
+	@seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
+	echo "all tests in random order, seed $$seed (repeat: make test SEED=$$seed)"; \
+	$(BIN)/python -m pytest -q -rs --durations=20 -n $(WORKERS) --dist loadscope \
+	    -p randomly --randomly-seed=$$seed
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not e2e"
+	$(BIN)/python -m pytest -q -m "not e2e" -n $(WORKERS) --dist loadscope
 
-# pytest.ini keeps pytest-randomly off (-p no:randomly): every other target runs
-# in file order. This one shuffles, to catch tests that pass only after another.
+# pytest.ini keeps pytest-randomly off (-p no:randomly) for a plain `pytest` and
+# make test-fast; make test and this target shuffle.
 test-fast-random: $(STAMP)
 	@seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
 	echo "unit tests in random order, seed $$seed (repeat: make test-fast-random SEED=$$seed)"; \

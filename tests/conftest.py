@@ -97,6 +97,36 @@ def split_runs(code, out):
     return [(code, ''.join(lines[a:b])) for a, b in zip(bounds, bounds[1:])]
 
 
+def once_per_session(tmp_path_factory, name, build):
+    """build(folder) -> a JSON-able result, run once per test session, also when
+    pytest-xdist's workers (make test) each ask for it: the first builds it
+    under a lock in the session's shared temp folder, the others wait and read
+    its result. Without xdist it is an ordinary session fixture's work."""
+    import fcntl
+    import json
+    if not os.environ.get('PYTEST_XDIST_WORKER'):
+        return build(tmp_path_factory.mktemp(name))
+    shared = tmp_path_factory.getbasetemp().parent   # This session's, all workers'.
+    folder, result = shared / name, shared / (name + '.json')
+    with open(shared / (name + '.lock'), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not result.exists():
+            folder.mkdir()
+            value = build(folder)
+            tmp = result.with_suffix('.tmp')
+            tmp.write_text(json.dumps(value))
+            os.replace(tmp, result)
+        return json.loads(result.read_text())
+
+
+def _make_run(cwd):
+    import subprocess
+    process = subprocess.run(tfx_canary_command() + ['run', '--span', '1', '--span', '2'],
+                             cwd=cwd, capture_output=True, text=True, timeout=1800)
+    return {'cwd': str(cwd), 'returncode': process.returncode, 'stdout': process.stdout,
+            'stderr': process.stderr}
+
+
 @pytest.fixture(scope='session')
 def pipeline_workspace(tmp_path_factory):
     """The workspace `make run` leaves, made once per session the way `make run`
@@ -105,13 +135,15 @@ def pipeline_workspace(tmp_path_factory):
 
     Returns {'path': Path, 'cwd': Path, 'process': CompletedProcess,
     'runs': [(code, stdout of span 1), (code, stdout of span 2)]}. Shared by the
-    end-to-end, lineage, serving and `make run` tests; tests that change it
-    must work on a copy (`copy_workspace`).
+    end-to-end, lineage, serving and `make run` tests (and by xdist's workers);
+    tests that change it must work on a copy (`copy_workspace`).
     """
+    import pathlib
     import subprocess
-    cwd = tmp_path_factory.mktemp('make-run')
-    process = subprocess.run(tfx_canary_command() + ['run', '--span', '1', '--span', '2'],
-                             cwd=cwd, capture_output=True, text=True, timeout=1800)
+    made = once_per_session(tmp_path_factory, 'make-run', _make_run)
+    cwd = pathlib.Path(made['cwd'])
+    process = subprocess.CompletedProcess(tfx_canary_command() + ['run', '--span', '1', '--span', '2'],
+                                          made['returncode'], made['stdout'], made['stderr'])
     runs = split_runs(process.returncode, process.stdout)
     assert len(runs) == 2, process.stdout + process.stderr
     return {'path': cwd / 'workspace', 'cwd': cwd, 'process': process, 'runs': runs}
