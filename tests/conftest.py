@@ -17,6 +17,29 @@ CALLER_WORKSPACES = (os.path.join(PROJECT_ROOT, 'workspace'),
                      os.path.join(os.getcwd(), 'workspace'))
 
 
+@pytest.hookimpl(trylast=True)   # After pytest-randomly's shuffle (tryfirst).
+def pytest_collection_modifyitems(config, items):
+    """Under make test's workers (pytest-xdist), modules with end-to-end tests
+    go first, each group still in the shuffled order: they take minutes each,
+    and the unit modules then fill the workers' tails instead of one worker
+    running a long module alone at the end. Of those, the ones that do not
+    need the shared make-run workspace go first, so that one worker builds it
+    while the other has other work instead of waiting for it."""
+    if not os.environ.get('PYTEST_XDIST_WORKER'):
+        return
+    slow, shared = set(), set()
+    for item in items:
+        if item.get_closest_marker('e2e'):
+            slow.add(item.module.__name__)
+        if 'pipeline_workspace' in getattr(item, 'fixturenames', ()):
+            shared.add(item.module.__name__)
+
+    def rank(item):
+        module = item.module.__name__
+        return 2 if module not in slow else (1 if module in shared else 0)
+    items.sort(key=rank)   # Stable: keeps the shuffle within each group.
+
+
 @pytest.fixture(autouse=True)
 def _no_caller_workspace(request):
     """Fails the test if it (or its fixtures) read or wrote ./workspace."""

@@ -57,11 +57,20 @@ def _break_labels(monkeypatch, how):
     monkeypatch.setattr(replay.Replay, 'deliver_labels', deliver)
 
 
+@pytest.fixture
+def terminal_sigint():
+    """Ctrl-C as Python in a terminal gets it (KeyboardInterrupt): pytest-xdist's
+    workers (make test) ignore SIGINT, and so would this test's process."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize('how, raised', [
     ('fail', replay.ReplayError), ('SIGINT', KeyboardInterrupt),
     ('SIGTERM', loop.LoopInterrupted)])
 def test_serve_is_stopped_when_a_step_fails_or_a_signal_arrives(tiny_workspace, monkeypatch,
-                                                                 how, raised):
+                                                                 terminal_sigint, how, raised):
     _break_labels(monkeypatch, how)
     before = signal.getsignal(signal.SIGTERM)
     lines = []
