@@ -46,6 +46,9 @@ loop: $(STAMP)
 # Every test module runs on one of `-n auto` workers (one per core; a module's
 # tests stay together, so a module's fixtures are built once), in an order
 # shuffled by pytest-randomly: tests that pass only after another fail here.
+# Modules are handed out in the order tests/conftest.py gives (the minutes-long
+# end-to-end modules first), not re-sorted by test count as xdist would by
+# default: that put the slowest modules, which have few tests, last.
 # The seed is printed; `make test SEED=N` repeats an order, `WORKERS=0` runs in
 # this process.
 WORKERS ?= auto
@@ -53,7 +56,7 @@ test: $(STAMP)
 	@seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
 	echo "all tests in random order, seed $$seed (repeat: make test SEED=$$seed)"; \
 	$(BIN)/python -m pytest -q -rs --durations=20 -n $(WORKERS) --dist loadscope \
-	    -p randomly --randomly-seed=$$seed
+	    --no-loadscope-reorder -p randomly --randomly-seed=$$seed
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e" -n $(WORKERS) --dist loadscope
