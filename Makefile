@@ -52,8 +52,10 @@ loop: $(STAMP)
 # The seed is printed; `make test SEED=N` repeats an order, `WORKERS=0` runs in
 # this process.
 WORKERS ?= auto
+# Shell: $$seed is SEED or a random one (for make test and test-fast-random).
+PICK_SEED := seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
 test: $(STAMP)
-	@seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
+	@$(PICK_SEED); \
 	echo "all tests in random order, seed $$seed (repeat: make test SEED=$$seed)"; \
 	$(BIN)/python -m pytest -q -rs --durations=20 -n $(WORKERS) --dist loadscope \
 	    --no-loadscope-reorder -p randomly --randomly-seed=$$seed
@@ -64,7 +66,7 @@ test-fast: $(STAMP)
 # pytest.ini keeps pytest-randomly off (-p no:randomly) for a plain `pytest` and
 # make test-fast; make test and this target shuffle.
 test-fast-random: $(STAMP)
-	@seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
+	@$(PICK_SEED); \
 	echo "unit tests in random order, seed $$seed (repeat: make test-fast-random SEED=$$seed)"; \
 	$(BIN)/python -m pytest -q -m "not e2e" -p randomly --randomly-seed=$$seed
 

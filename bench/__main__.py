@@ -49,12 +49,12 @@ def main(argv=None):
                    help='results folder (results.json, results.md, *.png)')
     p.add_argument('--work', help='scratch folder (default: a temp dir, removed afterwards)')
     args = p.parse_args(argv)
-    names = (args.references or (QUICK_REFERENCES if args.quick else ','.join(REFERENCE_CHOICES)))
-    unknown = [n for n in names.split(',') if n not in REFERENCE_CHOICES]
-    if unknown or not names:
-        p.error('--references: unknown %s; choose from %s' % (', '.join(unknown) or '(none)',
+    names = (args.references or (QUICK_REFERENCES if args.quick else ','.join(REFERENCE_CHOICES))).split(',')
+    unknown = [n for n in names if n not in REFERENCE_CHOICES]
+    if unknown:
+        p.error('--references: unknown %s; choose from %s' % (', '.join(unknown),
                                                               ','.join(REFERENCE_CHOICES)))
-    references = tuple(REFERENCE_CHOICES[n] for n in REFERENCE_CHOICES if n in names.split(','))
+    references = tuple(kind for n, kind in REFERENCE_CHOICES.items() if n in names)
     sys.stdout.reconfigure(line_buffering=True)  # Progress lines show up even when piped.
     os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # Scoring imports TF in this process.

@@ -164,30 +164,32 @@ def _run_all(runs, preflighted):
 
 def _print_already_serving(config, files, serving):
     """A run whose model is staged now: its recorded summary, nothing retrained."""
-    import dataclasses
-
-    from runners import local_runner
-    started = time.time()
-    print(local_runner.running_line(config, files))
-    print('already serving: the same data, schema, code and flags produced v%d (%s), which '
-          'serves as %s with the same files; not retrained (--no-cache retrains)'
-          % (serving.version, serving.recorded_at, serving.role))
-    summary = dataclasses.replace(serving.summary, seconds=time.time() - started)
-    print(summary.format())
-    return summary
+    return _print_recorded(
+        config, files, 'already serving: the same data, schema, code and flags produced v%d (%s), '
+        'which serves as %s with the same files; not retrained (--no-cache retrains)'
+        % (serving.version, serving.recorded_at, serving.role), serving.summary, time.time())
 
 
 def _print_cached(preflighted, cached, started):
     """The recorded summaries of an unchanged invocation, without importing TFX."""
+    note = ('nothing changed (cached): same data, schema, code, flags, serving state and '
+            'ML Metadata as the run recorded %s (--no-cache re-executes)' % cached.recorded_at)
+    for (config, files), summary in zip(preflighted, cached.summaries):
+        _print_recorded(config, files, note, summary, started)
+    return cached.summaries
+
+
+def _print_recorded(config, files, note, summary, started):
+    """A recorded run's summary as a run prints its own, with `note` saying
+    why nothing ran; returns the summary with this invocation's time."""
     import dataclasses
 
     from runners import local_runner
-    for (config, files), summary in zip(preflighted, cached.summaries):
-        print(local_runner.running_line(config, files))
-        print('nothing changed (cached): same data, schema, code, flags, serving state and '
-              'ML Metadata as the run recorded %s (--no-cache re-executes)' % cached.recorded_at)
-        print(dataclasses.replace(summary, seconds=time.time() - started).format())
-    return cached.summaries
+    print(local_runner.running_line(config, files))
+    print(note)
+    summary = dataclasses.replace(summary, seconds=time.time() - started)
+    print(summary.format())
+    return summary
 
 
 def _outcome(summary):

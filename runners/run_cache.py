@@ -25,6 +25,7 @@ v1, and retraining it against v1 would stage a near copy as canary over span
 """
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -33,7 +34,7 @@ from typing import List, Optional, Sequence, Tuple
 from common import locations, mlmd, storage
 from common.errors import TfxCanaryError
 from pipeline.configs import PROJECT_ROOT, PipelineConfig
-from rollout import staging
+from rollout import fsutil, staging
 from rollout import state as rollout_state
 from runners.summary import RunSummary
 
@@ -76,6 +77,7 @@ def _sha256_file(path, digest=None):
     return digest
 
 
+@functools.lru_cache(maxsize=None)   # This process's code: read once per invocation.
 def _code_hash():
     digest = hashlib.sha256()
     for package in _CODE_PACKAGES:
@@ -89,6 +91,7 @@ def _code_hash():
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=None)
 def _stack_versions():
     from importlib import metadata
     versions = {}
@@ -146,23 +149,26 @@ def _newest_execution_id(metadata_path):
     return newest[0].id if newest else 0
 
 
-def _run_key(config, files):
+def _inputs_key(config, files):
+    """What decides the model a run trains: its config, data, schema, model code."""
     return {
         'config': json.loads(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)),
         'files': [[f, _sha256_file(f).hexdigest()] for f in files],
         'schema': _sha256_file(config.schema_path).hexdigest(),
         'module_fingerprint': config.module_fingerprint(),
-        'serving': _serving_state(config),
-        'store': [config.metadata_path, _newest_execution_id(config.metadata_path)],
     }
 
 
+def _run_key(config, files):
+    """_inputs_key plus what it is judged against and the store it records into."""
+    return dict(_inputs_key(config, files), serving=_serving_state(config),
+                store=[config.metadata_path, _newest_execution_id(config.metadata_path)])
+
+
 def _produced_key(config, files):
-    """sha256 of what decides the model a run trains: _run_key without the
-    serving state and the store, plus our code and the stack."""
-    key = _run_key(config, files)
-    del key['serving'], key['store']
-    key = {'format': _FORMAT, 'code': _code_hash(), 'stack': _stack_versions(), 'run': key}
+    """sha256 of what decides the model a run trains, with our code and the stack."""
+    key = {'format': _FORMAT, 'code': _code_hash(), 'stack': _stack_versions(),
+           'run': _inputs_key(config, files)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -176,12 +182,8 @@ def _read_produced(workspace):
 
 
 def _write_json(path, content):
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(content, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)   # Never a half-written record.
+    # A temp file of its own per writer: two runs may record at once.
+    fsutil.atomic_write_text(path, json.dumps(content, indent=1, sort_keys=True))
 
 
 def _staged_version(config, summary):

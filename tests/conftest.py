@@ -142,9 +142,12 @@ def once_per_session(tmp_path_factory, name, build):
         return json.loads(result.read_text())
 
 
+MAKE_RUN_ARGS = ['run', '--span', '1', '--span', '2']   # The Makefile's `run` target.
+
+
 def _make_run(cwd):
     import subprocess
-    process = subprocess.run(tfx_canary_command() + ['run', '--span', '1', '--span', '2'],
+    process = subprocess.run(tfx_canary_command() + MAKE_RUN_ARGS,
                              cwd=cwd, capture_output=True, text=True, timeout=1800)
     return {'cwd': str(cwd), 'returncode': process.returncode, 'stdout': process.stdout,
             'stderr': process.stderr}
@@ -165,8 +168,8 @@ def pipeline_workspace(tmp_path_factory):
     import subprocess
     made = once_per_session(tmp_path_factory, 'make-run', _make_run)
     cwd = pathlib.Path(made['cwd'])
-    process = subprocess.CompletedProcess(tfx_canary_command() + ['run', '--span', '1', '--span', '2'],
-                                          made['returncode'], made['stdout'], made['stderr'])
+    process = subprocess.CompletedProcess(tfx_canary_command() + MAKE_RUN_ARGS, made['returncode'],
+                                          made['stdout'], made['stderr'])
     runs = split_runs(process.returncode, process.stdout)
     assert len(runs) == 2, process.stdout + process.stderr
     return {'path': cwd / 'workspace', 'cwd': cwd, 'process': process, 'runs': runs}

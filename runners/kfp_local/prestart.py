@@ -20,7 +20,7 @@ What differs from a fresh interpreter, and why it is safe here:
 Protocol (one line of JSON each way per task, over the server's stdin/stdout):
   -> {"argv": ["-m", MODULE, ...], "cwd": DIR, "env": {...}, "log": PATH}
   <- {"code": EXIT_STATUS}     (negative: killed by that signal, as subprocess reports)
-The server's first line is {"ready": true, "seconds": S, "failed": [MODULE, ...]}.
+The server's first line is {"ready": true, "seconds": S} once it has imported.
 It ends when its stdin closes.
 """
 import ast
@@ -35,9 +35,6 @@ import time
 import traceback
 
 READY = 'ready'
-# How long the server may take to import before the client gives up on it and
-# runs tasks cold (imports take ~10 s on 2 loaded cores).
-READY_TIMEOUT_S = 300
 
 
 class Prestarted:
@@ -67,8 +64,6 @@ class Prestarted:
             self.ready_seconds = hello.get('seconds')
             if not self._ready:
                 self.note = 'the pre-started interpreter did not start (exit %s)' % self._proc.poll()
-            elif hello.get('failed'):
-                self.note = 'not pre-imported: %s' % ', '.join(hello['failed'])
         return self._ready
 
     def accepts(self, argv, env):
@@ -151,13 +146,11 @@ def _from_import(node):
 
 
 def _preload(modules):
-    failed = []
     for name in modules:
         try:
             importlib.import_module(name)
         except Exception:   # noqa: BLE001 - the child imports it again and reports.
-            failed.append(name)
-    return failed
+            pass
 
 
 def _exit_status(code):
@@ -210,9 +203,8 @@ def serve(entry_modules, executor_class_paths):
     reply = os.fdopen(os.dup(1), 'w')
     os.dup2(2, 1)
     started = time.monotonic()
-    failed = _preload(modules_to_preload(entry_modules, executor_class_paths))
-    reply.write(json.dumps({READY: True, 'seconds': round(time.monotonic() - started, 2),
-                            'failed': failed}) + '\n')
+    _preload(modules_to_preload(entry_modules, executor_class_paths))
+    reply.write(json.dumps({READY: True, 'seconds': round(time.monotonic() - started, 2)}) + '\n')
     reply.flush()
     for line in sys.stdin:
         request = json.loads(line)
