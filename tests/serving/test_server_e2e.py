@@ -5,6 +5,7 @@ the versions the pipeline staged (stable v1, canary v2 at 10%).
 """
 import base64
 import json
+import os
 
 import httpx
 import numpy as np
@@ -177,8 +178,10 @@ def test_metrics_endpoints(http, instances, server):
     assert window['versions']['1']['requests'] >= 3
     assert window['versions']['1']['latency_p99_seconds'] > 0
     # The same snapshot lands on disk for `rollout analyze`.
+    # The first write comes one snapshot period after start; until then there is no file.
     path = server.server.snapshot_path(MODEL)
-    wait_for(lambda: json.load(open(path))['models']['taxi']['window']['versions'],
+    wait_for(lambda: os.path.exists(path)
+             and json.load(open(path))['models']['taxi']['window']['versions'],
              what='the snapshot file')
 
 
