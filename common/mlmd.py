@@ -10,6 +10,15 @@ import os
 READ_ONLY, READ_WRITE, CREATE = 'read-only', 'read-write', 'create'
 
 
+def version_number(raw):
+    """A staged version as an int from its recorded value (the pusher writes
+    '3'; older records hold 3); None when absent or not a number."""
+    try:
+        return int(str(raw).strip()) if raw is not None else None
+    except ValueError:
+        return None
+
+
 def sqlite_config(path, mode=READ_ONLY):
     """A ConnectionConfig for the SQLite store at `path`.
 

@@ -15,7 +15,7 @@ import re
 from common import capture_manifest, locations
 from common import mlmd_names as names
 from common import tfx_outputs
-from common.mlmd import value_of
+from common.mlmd import value_of, version_number
 from common.storage import local_path
 from lineage import files
 from lineage.errors import LineageError, NotFoundError
@@ -63,11 +63,7 @@ def _execution_ref(graph, execution):
 
 
 def _version_number(artifact):
-    raw = value_of(artifact, names.PUSHED_VERSION) if artifact is not None else None
-    try:
-        return int(str(raw).strip())
-    except (TypeError, ValueError):
-        return None
+    return version_number(value_of(artifact, names.PUSHED_VERSION)) if artifact is not None else None
 
 
 # ---------------------------------------------------------------- serving

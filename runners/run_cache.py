@@ -42,6 +42,7 @@ RECORD_FILE = 'run-cache.json'
 # Per run that staged a model: what it was trained from (the key without the
 # serving state and store) -> the version it staged (already_serving()).
 PRODUCED_FILE = 'run-produced.json'
+PRODUCED_LOCK = '.run-produced.lock'
 _PRODUCED_KEEP = 100   # Entries kept, newest first.
 _FORMAT = 1
 # Our code that decides what a run does (its pipeline, components, model code).
@@ -75,6 +76,23 @@ def _sha256_file(path, digest=None):
         for block in iter(lambda: f.read(1 << 20), b''):
             digest.update(block)
     return digest
+
+
+def _file_digest(path):
+    """sha256 hex of a file, read once per process while it is unchanged: one
+    invocation keys the same span files up to four times (lookup,
+    already_serving, record_produced, record), and spans can be large."""
+    st = os.stat(path)
+    return _digest_of(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _digest_of(path, *_stat):
+    return _sha256_file(path).hexdigest()
+
+
+def _now():
+    return datetime.datetime.now().astimezone().isoformat(timespec='seconds')
 
 
 @functools.lru_cache(maxsize=None)   # This process's code: read once per invocation.
@@ -117,7 +135,7 @@ def _version_identity(config, version):
     model_dir = staging.version_dir(config.serving_root, config.model_name, version)
     for name in staging.IDENTITY_FILES:
         if os.path.isfile(os.path.join(model_dir, name)):
-            return '%s:%s' % (name, _sha256_file(os.path.join(model_dir, name)).hexdigest())
+            return '%s:%s' % (name, _file_digest(os.path.join(model_dir, name)))
     return None
 
 
@@ -134,7 +152,7 @@ def stable_identity(config: PipelineConfig):
 
 def _serving_state(config):
     path = locations.rollout_json_path(config.serving_root, config.model_name)
-    rollout_json = _sha256_file(path).hexdigest() if os.path.isfile(path) else None
+    rollout_json = _file_digest(path) if os.path.isfile(path) else None
     return {'rollout_json': rollout_json, 'stable': stable_identity(config)}
 
 
@@ -153,8 +171,8 @@ def _inputs_key(config, files):
     """What decides the model a run trains: its config, data, schema, model code."""
     return {
         'config': json.loads(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)),
-        'files': [[f, _sha256_file(f).hexdigest()] for f in files],
-        'schema': _sha256_file(config.schema_path).hexdigest(),
+        'files': [[f, _file_digest(f)] for f in files],
+        'schema': _file_digest(config.schema_path),
         'module_fingerprint': config.module_fingerprint(),
     }
 
@@ -186,31 +204,24 @@ def _write_json(path, content):
     fsutil.atomic_write_text(path, json.dumps(content, indent=1, sort_keys=True))
 
 
-def _staged_version(config, summary):
-    """The version a pushed run staged, from its destination; None if not ours."""
-    try:
-        version = int(os.path.basename(summary.pushed_destination.rstrip('/')))
-    except (AttributeError, ValueError):
-        return None
-    expected = staging.version_dir(config.serving_root, config.model_name, version)
-    return version if os.path.abspath(expected) == os.path.abspath(summary.pushed_destination) else None
-
-
 def record_produced(config: PipelineConfig, files: Sequence[str], summary: RunSummary):
     """Remembers which version a run staged, for already_serving()."""
-    version = _staged_version(config, summary) if summary.pushed else None
+    version = summary.pushed_version
     if version is None or not _cacheable([(config, files)]):
         return False
     identity = _version_identity(config, version)
     if identity is None:
         return False
-    entries = (_read_produced(config.workspace) or {}).get('runs', [])
     key = _produced_key(config, files)
-    entries = [{'key': key, 'version': version, 'identity': identity,
-                'recorded_at': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
-                'summary': dataclasses.asdict(summary)}] + [e for e in entries if e.get('key') != key]
-    _write_json(os.path.join(config.workspace, PRODUCED_FILE),
-                {'format': _FORMAT, 'runs': entries[:_PRODUCED_KEEP]})
+    entry = {'key': key, 'version': version, 'identity': identity, 'recorded_at': _now(),
+             'summary': dataclasses.asdict(summary)}
+    # Read-modify-write under the workspace's lock: two runs that finish
+    # together must not drop each other's entry.
+    with fsutil.file_lock(os.path.join(config.workspace, PRODUCED_LOCK)):
+        entries = (_read_produced(config.workspace) or {}).get('runs', [])
+        entries = [entry] + [e for e in entries if e.get('key') != key]
+        _write_json(os.path.join(config.workspace, PRODUCED_FILE),
+                    {'format': _FORMAT, 'runs': entries[:_PRODUCED_KEEP]})
     return True
 
 
@@ -291,6 +302,6 @@ def record(runs: Sequence[Preflighted], summaries: Sequence[RunSummary], started
             os.remove(path)
         return False
     _write_json(path, {'format': _FORMAT, 'key': invocation_key(runs),
-                       'recorded_at': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
+                       'recorded_at': _now(),
                        'summaries': [dataclasses.asdict(s) for s in summaries]})
     return True

@@ -5,7 +5,7 @@ from typing import Dict, Optional
 from ml_metadata.metadata_store import metadata_store
 
 from common import mlmd_names as names
-from common.mlmd import event_role, is_output, value_of
+from common.mlmd import event_role, is_output, value_of, version_number
 from common.tfx_outputs import (BASELINE, CANDIDATE, anomalies_by_split, drift_measurements,
                                 overall_metrics)
 
@@ -26,6 +26,7 @@ class RunSummary:
     not_pushed_reason: Optional[str] = None
     run_id: Optional[str] = None       # TFX pipeline run id (its pipeline_run context).
     drift: Optional[str] = None        # The drift gate's verdict in words (None: no gate ran).
+    pushed_version: Optional[int] = None   # The version staged (None: nothing staged).
 
     @property
     def span_used(self):
@@ -155,16 +156,17 @@ def _drift(store, executions):
 
 
 def _push(store, executions):
-    """(pushed, destination, not_pushed_reason) from the pusher's PushedModel."""
+    """RunSummary's push fields from the pusher's PushedModel."""
     pusher_id = next((n for n in executions if 'Pusher' in n), None)
-    if not pusher_id:
-        return False, None, None
-    pushed_model = artifacts_by_role(store, executions[pusher_id].id).get(('OUTPUT', 'pushed_model'), [])
+    pushed_model = artifacts_by_role(store, executions[pusher_id].id).get(
+        ('OUTPUT', 'pushed_model'), []) if pusher_id else []
     if not pushed_model:
-        return False, None, None
+        return {'pushed': False, 'pushed_destination': None}
     artifact = pushed_model[0]
-    return (bool(value_of(artifact, names.PUSHED)), value_of(artifact, names.PUSHED_DESTINATION),
-            value_of(artifact, names.NOT_PUSHED_REASON) or None)
+    pushed = bool(value_of(artifact, names.PUSHED))
+    return {'pushed': pushed, 'pushed_destination': value_of(artifact, names.PUSHED_DESTINATION),
+            'not_pushed_reason': value_of(artifact, names.NOT_PUSHED_REASON) or None,
+            'pushed_version': version_number(value_of(artifact, names.PUSHED_VERSION)) if pushed else None}
 
 
 def summarize(connection_config, config, run_id, seconds):
@@ -172,8 +174,6 @@ def summarize(connection_config, config, run_id, seconds):
     store = metadata_store.MetadataStore(connection_config)
     executions = _run_executions(store, config.pipeline_name, run_id)
     span, span_range = _span(store, executions)
-    pushed, destination, reason = _push(store, executions)
-    return RunSummary(span=span, span_range=span_range, pushed=pushed,
-                      pushed_destination=destination, not_pushed_reason=reason,
-                      seconds=seconds, run_id=run_id, drift=_drift(store, executions),
+    return RunSummary(span=span, span_range=span_range, seconds=seconds, run_id=run_id,
+                      drift=_drift(store, executions), **_push(store, executions),
                       **_evaluation(store, executions))

@@ -105,13 +105,8 @@ def modules_to_preload(entry_modules, executor_class_paths):
     wanted = []
     for name in entry_modules:
         wanted.extend(_imports_of(name))
-    wanted.extend(path.rpartition('.')[0] for path in executor_class_paths if '.' in path)
-    seen, ordered = set(), []
-    for name in wanted:
-        if name and name not in seen and name not in entry_modules:
-            seen.add(name)
-            ordered.append(name)
-    return ordered
+    wanted.extend(path.rpartition('.')[0] for path in executor_class_paths)
+    return [name for name in dict.fromkeys(wanted) if name and name not in entry_modules]
 
 
 def _imports_of(module_name):

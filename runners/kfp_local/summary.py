@@ -1,6 +1,7 @@
 """The `tfx-canary run` summary of a local KFP run, read from the executor
 outputs the tasks wrote (kfp.local records no ML Metadata)."""
 from common import mlmd_names as names
+from common.mlmd import version_number
 from runners.summary import RunSummary
 
 MODEL_EVALUATION = 'ModelEvaluation'   # TFX's type name of the Evaluator's metrics.
@@ -47,6 +48,8 @@ def summarize(run) -> RunSummary:
         metrics=metrics.get(CANDIDATE, {}), baseline_metrics=metrics.get(BASELINE, {}),
         baseline_uri=baseline_uri, pushed=bool(_flag(pushed, names.PUSHED)),
         pushed_destination=pushed.get(names.PUSHED_DESTINATION) if pushed else None,
+        pushed_version=version_number(pushed.get(names.PUSHED_VERSION))
+        if _flag(pushed, names.PUSHED) else None,
         not_pushed_reason=(pushed.get(names.NOT_PUSHED_REASON) or None)
         if pushed else None,
         model_uri=model.uri if model else None, seconds=run.seconds,

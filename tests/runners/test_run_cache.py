@@ -152,8 +152,9 @@ def _produced(place, version, *extra, module_path='cache_test_models'):
                         for c, f in _preflighted(place, *extra)]
     made = summary.summarize(place['runs'].connection_config(), config,
                              place['done'][version - 1].run_id, 12.5)
-    made = dataclasses.replace(made, pushed=True, pushed_destination=staging.version_dir(
-        config.serving_root, config.model_name, version))
+    made = dataclasses.replace(made, pushed=True, pushed_version=version,
+                               pushed_destination=staging.version_dir(
+                                   config.serving_root, config.model_name, version))
     assert run_cache.record_produced(config, files, made)
     return config, files, made
 
@@ -174,6 +175,24 @@ def test_the_first_model_once_stable_is_not_retrained_against_itself(place):
     # Span 2's run is another key: it is not answered by span 1's model.
     (span_2, span_2_files), = _preflighted(place, '--span', '2')
     assert run_cache.already_serving(span_2, span_2_files) is None
+
+
+def test_a_second_writer_waits_for_the_first_and_both_entries_stay(place):
+    """Two runs finishing together: the record is read and rewritten under a lock."""
+    import threading
+
+    from rollout import fsutil
+    span_1 = _produced(place, 1, '--span', '1')
+    done = []
+    with fsutil.file_lock(os.path.join(place['ws'], run_cache.PRODUCED_LOCK)):
+        writer = threading.Thread(target=lambda: done.append(_produced(place, 2)))
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive() and not done   # Waiting for the lock's holder.
+    writer.join(60)
+    assert done
+    assert run_cache.already_serving(*span_1[:2]).version == 1
+    assert run_cache.already_serving(*done[0][:2]).version == 2
 
 
 def _replace_staged_files(place):

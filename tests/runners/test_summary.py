@@ -50,6 +50,7 @@ def _expected(run, metrics, **fields):
                   pushed_destination='/serving/%s/%s' % (MODEL, run.version),
                   model_uri=run.model_uri, seconds=SECONDS, run_id=run.run_id)
     values.update(fields)
+    values.setdefault('pushed_version', run.version if values['pushed'] else None)
     return summary.RunSummary(**values)
 
 
